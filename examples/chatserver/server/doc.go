@@ -1,0 +1,69 @@
+// Package server is the example chat server's engine: a WebSocket chat
+// gateway wired from every parley package the way a host would wire them.
+// The program in the parent directory (go run ./examples/chatserver) parses
+// flags and runs it; tests and the load generator embed it directly.
+//
+// # Wiring
+//
+// Each connection has a reader goroutine (the HTTP handler) and a worker
+// goroutine, joined by a [ring.Buffer]:
+//
+//	reader --ring--> worker: fsm transition -> context window (ctxstore)
+//	    -> admission (backpressure) -> batch -> guarded model call -> reply
+//
+// The worker is the session's only writer of state and of data frames, so
+// a session's replies are ordered and never cross sessions. Idle timeouts
+// come from one shared fsm timer facility, not a timer per session.
+//
+// # Protocol
+//
+// Clients connect to /ws with the WebSocket subprotocol "parley.v1"; a
+// connection that does not negotiate it is closed with status 1002. Query
+// parameters: session=ID resumes an earlier session (its context and state,
+// from the context store, on this node or any other sharing the cold tier);
+// tenant=NAME picks the tenant namespace (default "default"). Every frame
+// is a JSON text message.
+//
+// Client to server:
+//
+//	{"type":"text","id":"m1","text":"hello"}   a user message; id is required
+//	{"type":"end","id":"m9"}                   the user ends the session
+//
+// Server to client:
+//
+//	{"type":"hello","session":"3f2a...","state":"HELLO","resumed":false,"turns":0}
+//	    first frame on every connection; keep session to resume later
+//	{"type":"reply","id":"m1","text":"...","state":"CHATTING","model_ms":503.2,
+//	 "queue_ms":1.4,"fallback":false,"echo":false,"replay":false}
+//	    the answer to message m1. model_ms is the model's own time for this
+//	    turn, queue_ms the time the message waited in the server before the
+//	    model started on it. fallback marks a stand-in answer given while the
+//	    model backend is failing; echo marks a reply flagged as repeating the
+//	    user's words; replay marks a cached answer to a repeated id.
+//	{"type":"state","state":"PAUSE"}
+//	    the session changed state without a message (idle timeout)
+//	{"type":"error","id":"m1","code":"overloaded","message":"...","retry_after_ms":250}
+//	    message m1 was not answered; retry_after_ms, when present, says when
+//	    a retry may succeed
+//
+// Error codes: bad_request (malformed JSON, unknown type, missing id, empty
+// text), too_large (text over the limit), rate_limited and overloaded
+// (admission refused; retry_after_ms set), ended (the session has ended),
+// unavailable (the server is draining; retry_after_ms set), internal. After
+// an error frame the connection stays up. A frame larger than the frame
+// limit closes the connection with status 1009.
+//
+// Idempotency: the server remembers the ids it answered in a window per
+// session (kept with the session's context, so it survives reconnects and
+// restarts). A repeated id is answered from that memory, marked replay,
+// without calling the model again; a repeat of a message still being worked
+// on gets no second answer.
+//
+// Liveness: the server pings every heartbeat interval (25 s by default) and
+// drops a connection that misses two pongs in a row. A session idle in
+// CHATTING moves to PAUSE (30 s by default) and is told so with a state
+// frame; idle in PAUSE it moves to END, and the server closes the
+// connection with status 1000 and the reason. On shutdown the server stops
+// accepting, answers every message it accepted, stores every session, and
+// closes connections with status 1001.
+package server
