@@ -81,8 +81,9 @@ type Config struct {
 	// MaxSize is the largest number of requests in one batch. Zero means 8.
 	MaxSize int
 
-	// MaxWait is how long the oldest queued request may wait for its batch
-	// to fill while a call slot is free: the window of FixedWindow, and under
+	// MaxWait is how long the oldest queued request, counted from its Do
+	// call, may wait for its batch to fill while a call slot is free: the
+	// window of FixedWindow, and under
 	// DispatchWhenIdle the wait for a second (or later) concurrent call when
 	// MaxInFlight > 1. Zero means 50 ms.
 	MaxWait time.Duration
@@ -217,7 +218,6 @@ type call[Req, Resp any] struct {
 	prev, next *call[Req, Resp]
 	bt         *batchCtx // the call's batch once dispatched
 	arrived    time.Time // when Do was called
-	queuedAt   time.Time // when the call was accepted into the queue
 }
 
 // batch is one dispatched batch: a chain of calls linked by next, and the
@@ -280,8 +280,8 @@ func (b *Batcher[Req, Resp]) Do(ctx context.Context, req Req) (Resp, error) {
 		b.mu.Unlock()
 		b.recycle(c)
 		return zero, ErrClosed
-	case b.queue.n < b.cfg.QueueSize && b.blocked.n == 0:
-		b.enqueueLocked(c, c.arrived)
+	case b.queue.n < b.cfg.QueueSize: // then no one is blocked either
+		b.enqueueLocked(c)
 		b.dispatchLocked()
 	case b.cfg.FailFast:
 		b.rejected++
@@ -310,15 +310,16 @@ func (b *Batcher[Req, Resp]) Do(ctx context.Context, req Req) (Resp, error) {
 func (b *Batcher[Req, Resp]) giveUp(ctx context.Context, c *call[Req, Resp]) (Resp, error) {
 	var zero Resp
 	b.mu.Lock()
-	switch c.state.Load() {
-	case statePending, stateQueued:
-		if c.state.Load() == statePending {
-			b.blocked.remove(c)
-		} else {
-			b.queue.remove(c)
-			b.admitLocked(time.Now())
-			b.dispatchLocked()
-		}
+	state := c.state.Load()
+	switch state {
+	case statePending:
+		b.blocked.remove(c)
+	case stateQueued:
+		b.queue.remove(c)
+		b.admitLocked()
+		b.dispatchLocked()
+	}
+	if state == statePending || state == stateQueued {
 		b.canceled++
 		b.mu.Unlock()
 		b.recycle(c)
@@ -354,17 +355,17 @@ func (b *Batcher[Req, Resp]) recycle(c *call[Req, Resp]) {
 	b.calls.Put(c)
 }
 
-// enqueueLocked accepts c into the queue at now.
-func (b *Batcher[Req, Resp]) enqueueLocked(c *call[Req, Resp], now time.Time) {
-	c.queuedAt = now
+// enqueueLocked accepts c into the queue.
+func (b *Batcher[Req, Resp]) enqueueLocked(c *call[Req, Resp]) {
 	c.state.Store(stateQueued)
 	b.queue.push(c)
 }
 
-// admitLocked moves blocked callers into the queue while there is room.
-func (b *Batcher[Req, Resp]) admitLocked(now time.Time) {
+// admitLocked moves blocked callers into the queue while there is room. It
+// runs whenever room is made, so callers block only while the queue is full.
+func (b *Batcher[Req, Resp]) admitLocked() {
 	for b.blocked.n > 0 && b.queue.n < b.cfg.QueueSize {
-		b.enqueueLocked(b.blocked.pop(), now)
+		b.enqueueLocked(b.blocked.pop())
 	}
 }
 
@@ -410,7 +411,7 @@ func (b *Batcher[Req, Resp]) takeLocked() *batch[Req, Resp] {
 	b.batches++
 	b.items += uint64(n)
 	b.sizes[n]++
-	b.admitLocked(now)
+	b.admitLocked()
 	return bt
 }
 
@@ -426,15 +427,20 @@ func (b *Batcher[Req, Resp]) dueLocked(now time.Time) bool {
 	return !now.Before(b.deadlineLocked())
 }
 
-// deadlineLocked is when the oldest queued request will have waited MaxWait.
+// deadlineLocked is when the oldest queued request will have waited MaxWait
+// since its Do call. Requests are queued in the order of their Do calls (a
+// new call never passes a blocked one), so later requests have later
+// deadlines.
 func (b *Batcher[Req, Resp]) deadlineLocked() time.Time {
-	return b.queue.head.queuedAt.Add(b.cfg.MaxWait)
+	return b.queue.head.arrived.Add(b.cfg.MaxWait)
 }
 
 // armLocked starts the timer when requests wait for MaxWait with a call
 // slot free. An armed timer is left alone: deadlines only move later, so it
 // fires early at worst, and onTimer then arms it again.
 func (b *Batcher[Req, Resp]) armLocked() {
+	// Once closing, nothing waits for MaxWait, and Close's timers.Wait must
+	// not race with an Add.
 	if b.closing || b.timerArmed || b.queue.n == 0 || b.inFlight == b.cfg.MaxInFlight {
 		return
 	}
@@ -509,8 +515,8 @@ func (b *Batcher[Req, Resp]) run(bt *batch[Req, Resp], reqs []Req, calls []*call
 }
 
 // call runs the batch function on reqs and checks what it returned. On
-// success err is nil and resps (which may be nil when every item failed) and
-// items (nil when none did) hold one entry per request.
+// success err is nil; items is nil when no request failed, and otherwise
+// items and resps (unless nil) hold one entry per request.
 func (b *Batcher[Req, Resp]) call(ctx context.Context, reqs []Req) (resps []Resp, items ItemErrors, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -518,22 +524,23 @@ func (b *Batcher[Req, Resp]) call(ctx context.Context, reqs []Req) (resps []Resp
 		}
 	}()
 	resps, err = b.fn(ctx, reqs)
-	n := len(reqs)
 	if err != nil {
-		items, ok := errors.AsType[ItemErrors](err)
-		if !ok {
+		var ok bool
+		if items, ok = errors.AsType[ItemErrors](err); !ok {
 			return nil, nil, err
 		}
-		if len(items) != n || (len(resps) != 0 && len(resps) != n) {
-			return nil, nil, fmt.Errorf("%w: %d item errors and %d results for %d requests",
-				ErrResultCount, len(items), len(resps), n)
-		}
-		return resps, items, nil
 	}
-	if len(resps) != n {
+	n := len(reqs)
+	switch {
+	case len(items) == 0 && len(resps) != n: // success, or an empty ItemErrors
 		return nil, nil, fmt.Errorf("%w: %d results for %d requests", ErrResultCount, len(resps), n)
+	case len(items) == 0:
+		return resps, nil, nil
+	case len(items) != n || (len(resps) != 0 && len(resps) != n):
+		return nil, nil, fmt.Errorf("%w: %d item errors and %d results for %d requests",
+			ErrResultCount, len(items), len(resps), n)
 	}
-	return resps, nil, nil
+	return resps, items, nil
 }
 
 // Close stops accepting requests, dispatches every queued request at once

@@ -288,6 +288,14 @@ func TestBatchFunctionFailures(t *testing.T) {
 		want:  [3]want{{0, errItem}, {0, errItem}, {0, errItem}},
 		exact: true,
 	}, {
+		name: "nil item errors",
+		fail: func(reqs []int) ([]int, error) {
+			var errs batch.ItemErrors // no request failed
+			return times10(reqs), errs
+		},
+		want:  [3]want{{10, nil}, {20, nil}, {30, nil}},
+		exact: true,
+	}, {
 		name: "too few item errors",
 		fail: func(reqs []int) ([]int, error) {
 			return times10(reqs), batch.ItemErrors{nil, errItem}
@@ -354,31 +362,42 @@ func TestBatchFunctionFailures(t *testing.T) {
 }
 
 func TestCancelBeforeDispatch(t *testing.T) {
-	for _, blocked := range []bool{false, true} {
-		t.Run(fmt.Sprintf("blocked=%v", blocked), func(t *testing.T) {
+	// Do(1) leaves at once and takes 100 ms; 2, 3 and 4 queue or block.
+	tests := []struct {
+		name                string
+		queueSize           int
+		cancel              int
+		wantQueued, blocked int // after the cancel
+		wantSeen            []int
+	}{
+		{"queued", 4, 3, 2, 0, []int{1, 2, 4}},
+		{"blocked", 1, 3, 1, 1, []int{1, 2, 4}},
+		{"queued makes room for blocked", 1, 2, 1, 1, []int{1, 3, 4}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				be := newBackend(100 * time.Millisecond)
-				queueSize := 4
-				if blocked {
-					queueSize = 1 // requests 3 and 4 wait for room
-				}
-				b := newBatcher(t, be.fn, batch.Config{MaxSize: 1, QueueSize: queueSize})
+				b := newBatcher(t, be.fn, batch.Config{MaxSize: 1, QueueSize: tt.queueSize})
 				cs := newCallers(b, be.start)
 				ctx, cancel := context.WithCancel(context.Background())
-				cs.do(context.Background(), 1) // dispatched at once
-				cs.do(context.Background(), 2)
-				cs.do(ctx, 3)
-				cs.do(context.Background(), 4)
-				if s := b.Stats(); blocked && (s.Queued != 1 || s.Blocked != 2) {
-					t.Fatalf("Stats() Queued, Blocked = %d, %d; want 1, 2", s.Queued, s.Blocked)
+				for id := 1; id <= 4; id++ {
+					if id == tt.cancel {
+						cs.do(ctx, id)
+					} else {
+						cs.do(context.Background(), id)
+					}
 				}
 
 				time.Sleep(10 * time.Millisecond)
 				cancel()
 				synctest.Wait()
 				want := answer{err: context.Canceled, at: 10 * time.Millisecond}
-				if got := cs.answer(t, 3); got != want {
-					t.Errorf("Do(3) after cancel = %+v, want %+v", got, want)
+				if got := cs.answer(t, tt.cancel); got != want {
+					t.Errorf("Do(%d) after cancel = %+v, want %+v", tt.cancel, got, want)
+				}
+				if s := b.Stats(); s.Queued != tt.wantQueued || s.Blocked != tt.blocked {
+					t.Errorf("Stats() Queued, Blocked after cancel = %d, %d; want %d, %d", s.Queued, s.Blocked, tt.wantQueued, tt.blocked)
 				}
 				cs.wg.Wait()
 				b.Close()
@@ -387,8 +406,8 @@ func TestCancelBeforeDispatch(t *testing.T) {
 				for _, d := range be.seen() {
 					ids = append(ids, d.ids...)
 				}
-				if want := []int{1, 2, 4}; !slices.Equal(ids, want) {
-					t.Errorf("backend saw %v, want %v", ids, want)
+				if !slices.Equal(ids, tt.wantSeen) {
+					t.Errorf("backend saw %v, want %v", ids, tt.wantSeen)
 				}
 				if s := b.Stats(); s.Canceled != 1 || s.Items != 3 {
 					t.Errorf("Stats() Canceled, Items = %d, %d; want 1, 3", s.Canceled, s.Items)
@@ -650,15 +669,17 @@ func TestMaxInFlight(t *testing.T) {
 func TestStats(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		be := newBackend(30 * time.Millisecond)
-		b := newBatcher(t, be.fn, batch.Config{MaxSize: 3})
+		b := newBatcher(t, be.fn, batch.Config{MaxSize: 3, QueueSize: 3})
 		cs := newCallers(b, be.start)
 		cs.do(context.Background(), 1) // alone, waits 0
 		time.Sleep(10 * time.Millisecond)
-		for id := 2; id <= 5; id++ { // wait 20 ms each; [2 3 4] at 30 ms, [5] at 60 ms
+		// [2 3 4] leaves at 30 ms, after 20 ms each; 5 blocks until then and
+		// leaves at 60 ms, after 50 ms counted from its Do.
+		for id := 2; id <= 5; id++ {
 			cs.do(context.Background(), id)
 		}
-		if s := b.Stats(); s.Queued != 4 || s.InFlight != 1 {
-			t.Errorf("Stats() Queued, InFlight = %d, %d; want 4, 1", s.Queued, s.InFlight)
+		if s := b.Stats(); s.Queued != 3 || s.Blocked != 1 || s.InFlight != 1 {
+			t.Errorf("Stats() Queued, Blocked, InFlight = %d, %d, %d; want 3, 1, 1", s.Queued, s.Blocked, s.InFlight)
 		}
 		cs.wg.Wait()
 		b.Close()

@@ -35,6 +35,8 @@ var (
 // the request succeeded. Its length must equal the number of requests. The
 // batch function returns it directly (or wrapped) as its error, together
 // with a result slice of the same length, or nil when no request succeeded.
+// An empty ItemErrors means that no request failed, so a function may return
+// a nil ItemErrors variable as its error when all went well.
 //
 // Each caller gets its own entry: the matching result when the entry is nil,
 // the entry itself, unwrapped, otherwise.
