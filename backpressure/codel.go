@@ -67,10 +67,12 @@ const (
 // from the observation's timestamp. [Detector.ObserveAt] takes that
 // timestamp explicitly and does not allocate; [Detector.Observe] reads the
 // clock. Timestamps are compared by their wall-clock reading
-// (time.Time.UnixNano), which is cheaper than the monotonic one; they may
-// arrive slightly out of order from concurrent callers, and an observation
-// older than the latest one seen counts as made at the latest one, so a
-// clock stepped backwards stalls the detector rather than confusing it.
+// (time.Time.UnixNano), which is cheaper than the monotonic one. They may
+// arrive slightly out of order from concurrent callers: when an
+// observation would change the detector's state, a timestamp older than
+// the last state change counts as made at that change, so intervals and
+// drop schedules never move backwards, and a clock stepped backwards
+// stalls the detector rather than confusing it.
 //
 // The zero value is ready to use with [DefaultTarget] and [DefaultInterval].
 // A Detector is safe for concurrent use by multiple goroutines and must not
@@ -88,7 +90,7 @@ type Detector struct {
 	dropNext   atomic.Int64 // when dropping: the next scheduled drop
 
 	mu        sync.Mutex
-	latest    int64 // latest timestamp seen, if seen: the detector's clock
+	latest    int64 // latest timestamp the locked path has seen, if seen
 	seen      bool
 	count     uint32 // drops in the current (or last) dropping state
 	lastCount uint32 // count when the last dropping state began
