@@ -83,9 +83,8 @@ type Config struct {
 
 	// MaxWait is how long the oldest queued request, counted from its Do
 	// call, may wait for its batch to fill while a call slot is free: the
-	// window of FixedWindow, and under
-	// DispatchWhenIdle the wait for a second (or later) concurrent call when
-	// MaxInFlight > 1. Zero means 50 ms.
+	// window of FixedWindow, and under DispatchWhenIdle the wait for a second
+	// (or later) concurrent call when MaxInFlight > 1. Zero means 50 ms.
 	MaxWait time.Duration
 
 	// MaxInFlight is the largest number of batch calls running at once, and
@@ -93,7 +92,8 @@ type Config struct {
 	MaxInFlight int
 
 	// QueueSize is the largest number of accepted requests waiting for
-	// dispatch. It must be at least MaxSize. Zero means 1024.
+	// dispatch. It must be at least MaxSize. Zero means 1024, or MaxSize
+	// when that is larger.
 	QueueSize int
 
 	// FailFast makes Do return ErrFull at once when the queue is full. By
@@ -282,7 +282,7 @@ func (b *Batcher[Req, Resp]) Do(ctx context.Context, req Req) (Resp, error) {
 		return zero, ErrClosed
 	case b.queue.n < b.cfg.QueueSize: // then no one is blocked either
 		b.enqueueLocked(c)
-		b.dispatchLocked()
+		b.dispatchLocked(c.arrived)
 	case b.cfg.FailFast:
 		b.rejected++
 		b.mu.Unlock()
@@ -317,7 +317,7 @@ func (b *Batcher[Req, Resp]) giveUp(ctx context.Context, c *call[Req, Resp]) (Re
 	case stateQueued:
 		b.queue.remove(c)
 		b.admitLocked()
-		b.dispatchLocked()
+		b.dispatchLocked(time.Now())
 	}
 	if state == statePending || state == stateQueued {
 		b.canceled++
@@ -369,26 +369,22 @@ func (b *Batcher[Req, Resp]) admitLocked() {
 	}
 }
 
-// dispatchLocked hands every batch that is due to the workers, then arms the
-// timer for the next one that will be.
-func (b *Batcher[Req, Resp]) dispatchLocked() {
+// dispatchLocked hands every batch that is due at now to the workers, then
+// arms the timer for the next one that will be.
+func (b *Batcher[Req, Resp]) dispatchLocked(now time.Time) {
 	if b.workClosed {
 		return
 	}
-	for bt := b.takeLocked(); bt != nil; bt = b.takeLocked() {
+	for bt := b.takeLocked(now); bt != nil; bt = b.takeLocked(now) {
 		b.work <- bt // never blocks: at most MaxInFlight batches exist
 	}
-	b.armLocked()
+	b.armLocked(now)
 }
 
-// takeLocked removes the next batch from the queue and counts it in flight,
-// or returns nil when no batch is due or no call slot is free.
-func (b *Batcher[Req, Resp]) takeLocked() *batch[Req, Resp] {
-	if b.queue.n == 0 || b.inFlight == b.cfg.MaxInFlight {
-		return nil
-	}
-	now := time.Now()
-	if !b.dueLocked(now) {
+// takeLocked removes the next batch due at now from the queue and counts it
+// in flight, or returns nil when no batch is due or no call slot is free.
+func (b *Batcher[Req, Resp]) takeLocked(now time.Time) *batch[Req, Resp] {
+	if b.queue.n == 0 || b.inFlight == b.cfg.MaxInFlight || !b.dueLocked(now) {
 		return nil
 	}
 	n := min(b.queue.n, b.cfg.MaxSize)
@@ -438,13 +434,13 @@ func (b *Batcher[Req, Resp]) deadlineLocked() time.Time {
 // armLocked starts the timer when requests wait for MaxWait with a call
 // slot free. An armed timer is left alone: deadlines only move later, so it
 // fires early at worst, and onTimer then arms it again.
-func (b *Batcher[Req, Resp]) armLocked() {
+func (b *Batcher[Req, Resp]) armLocked(now time.Time) {
 	// Once closing, nothing waits for MaxWait, and Close's timers.Wait must
 	// not race with an Add.
 	if b.closing || b.timerArmed || b.queue.n == 0 || b.inFlight == b.cfg.MaxInFlight {
 		return
 	}
-	d := time.Until(b.deadlineLocked())
+	d := b.deadlineLocked().Sub(now)
 	b.timerArmed = true
 	b.timers.Add(1)
 	if b.timer == nil {
@@ -460,7 +456,7 @@ func (b *Batcher[Req, Resp]) onTimer() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.timerArmed = false
-	b.dispatchLocked()
+	b.dispatchLocked(time.Now())
 }
 
 // worker runs batches until Close. After each batch it takes the next due
@@ -489,8 +485,9 @@ func (b *Batcher[Req, Resp]) run(bt *batch[Req, Resp], reqs []Req, calls []*call
 	if err != nil {
 		b.failed++
 	}
-	next := b.takeLocked()
-	b.dispatchLocked()
+	now := time.Now()
+	next := b.takeLocked(now)
+	b.dispatchLocked(now)
 	b.mu.Unlock()
 
 	var zero Resp
@@ -570,7 +567,7 @@ func (b *Batcher[Req, Resp]) Close() {
 		b.timerArmed = false
 		b.timers.Done()
 	}
-	b.dispatchLocked()
+	b.dispatchLocked(time.Now())
 	close(b.work)
 	b.workClosed = true
 	b.mu.Unlock()
