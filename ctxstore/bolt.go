@@ -1,0 +1,176 @@
+package ctxstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bolt is the embedded on-disk [Cold] tier for a single machine, a bbolt
+// file. Each [Bolt.Write] batch is one transaction, committed with fsync
+// before Write returns.
+//
+// Bolt keeps expiry itself: Load treats an expired record as missing, and
+// every Write transaction also deletes a bounded number of expired records
+// (oldest expiry first, through an index), so the file does not grow with
+// sessions that have gone. Bolt starts no goroutines.
+//
+// The zero Bolt is invalid; use [OpenBolt]. A Bolt is safe for concurrent
+// use by multiple goroutines.
+type Bolt struct {
+	db *bolt.DB
+}
+
+// The file holds two buckets. records maps "tenant:id" to an 8-byte
+// big-endian sequence number, an 8-byte big-endian expiry (Unix
+// nanoseconds) and the encoded record; expiry holds one empty value per
+// record under its expiry followed by its key, so the oldest sort first.
+var (
+	recordsBucket = []byte("records")
+	expiryBucket  = []byte("expiry")
+)
+
+const (
+	boltHeader = 16
+	// boltSweep is how many expired records a Write deletes beyond its
+	// own batch size.
+	boltSweep = 64
+	// boltLockTimeout bounds how long OpenBolt waits for another process
+	// to release the file.
+	boltLockTimeout = time.Second
+)
+
+// OpenBolt opens (creating if needed) the bbolt file at path. Only one
+// process may have a file open; OpenBolt fails after a second if another
+// holds it.
+func OpenBolt(path string) (*Bolt, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        boltLockTimeout,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ctxstore: open bolt %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{recordsBucket, expiryBucket} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("ctxstore: open bolt %s: %w", path, err)
+	}
+	return &Bolt{db: db}, nil
+}
+
+// Close closes the file. Close the [Store] that uses b first.
+func (b *Bolt) Close() error { return b.db.Close() }
+
+// Load implements [Cold.Load].
+func (b *Bolt) Load(ctx context.Context, k Key) ([]byte, time.Time, error) {
+	var (
+		data    []byte
+		expires time.Time
+	)
+	err := b.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(recordsBucket).Get([]byte(k.String()))
+		if v == nil {
+			return nil
+		}
+		if len(v) < boltHeader {
+			return fmt.Errorf("%w: key %s: %d-byte bolt value", ErrCorrupt, k, len(v))
+		}
+		if expires = boltExpiry(v); time.Now().Before(expires) {
+			data = bytes.Clone(v[boltHeader:]) // v lives only as long as tx
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if data == nil {
+		return nil, time.Time{}, fmt.Errorf("%w: %s", ErrNotFound, k)
+	}
+	return data, expires, nil
+}
+
+// Write implements [Cold.Write]: the whole batch is one transaction.
+func (b *Bolt) Write(ctx context.Context, ws []Write) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := time.Now()
+	return b.db.Update(func(tx *bolt.Tx) error {
+		recs, exp := tx.Bucket(recordsBucket), tx.Bucket(expiryBucket)
+		for i := range ws {
+			w := &ws[i]
+			w.Err = nil
+			key := []byte(w.Key.String())
+			if cur := recs.Get(key); len(cur) >= boltHeader {
+				if now.Before(boltExpiry(cur)) && w.Data != nil &&
+					refuses(binary.BigEndian.Uint64(cur), cur[boltHeader:], w) {
+					w.Err = ErrStale
+					continue
+				}
+				if err := exp.Delete(expiryKey(boltExpiry(cur), key)); err != nil {
+					return err
+				}
+			}
+			if w.Data == nil {
+				if err := recs.Delete(key); err != nil {
+					return err
+				}
+				continue
+			}
+			expires := now.Add(w.TTL)
+			v := make([]byte, boltHeader, boltHeader+len(w.Data))
+			binary.BigEndian.PutUint64(v, w.Seq)
+			binary.BigEndian.PutUint64(v[8:], uint64(expires.UnixNano()))
+			if err := recs.Put(key, append(v, w.Data...)); err != nil {
+				return err
+			}
+			if err := exp.Put(expiryKey(expires, key), nil); err != nil {
+				return err
+			}
+		}
+		return sweep(recs, exp, now, len(ws)+boltSweep)
+	})
+}
+
+// sweep deletes up to limit records that expired by now, oldest first.
+func sweep(recs, exp *bolt.Bucket, now time.Time, limit int) error {
+	var gone [][]byte
+	c := exp.Cursor()
+	for k, _ := c.First(); k != nil && len(gone) < limit; k, _ = c.Next() {
+		if len(k) < 8 || int64(binary.BigEndian.Uint64(k)) > now.UnixNano() {
+			break
+		}
+		gone = append(gone, bytes.Clone(k))
+	}
+	// Delete after the scan: deleting under a bbolt cursor skips entries.
+	for _, k := range gone {
+		if err := exp.Delete(k); err != nil {
+			return err
+		}
+		if err := recs.Delete(k[8:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func boltExpiry(v []byte) time.Time {
+	return time.Unix(0, int64(binary.BigEndian.Uint64(v[8:])))
+}
+
+func expiryKey(t time.Time, key []byte) []byte {
+	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(key)), uint64(t.UnixNano())), key...)
+}

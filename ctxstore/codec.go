@@ -1,0 +1,197 @@
+package ctxstore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"maps"
+	"math"
+	"slices"
+)
+
+// The encoded record, as the cold tiers store it (every integer a uvarint,
+// every string or byte field its length then its bytes):
+//
+//	magic "pX", version 1
+//	tenant, id, seq
+//	snapshot
+//	system text, system tokens
+//	turn count, then per turn: role, text, tokens
+//	slot count, then per slot in name order: name, value
+//	CRC-32C of everything above, 4 bytes little-endian
+const (
+	codecMagic   = "pX"
+	codecVersion = 1
+	crcSize      = 4
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// encode returns r encoded with sequence number seq.
+func (r *Record) encode(seq uint64) []byte {
+	d := r.data()
+	size := len(codecMagic) + 1 + len(r.key.Tenant) + len(r.key.ID) + len(d.snapshot) +
+		len(d.system.Text) + 8*binary.MaxVarintLen64 + crcSize
+	for i := range d.n {
+		t := d.at(i)
+		size += len(t.Role) + len(t.Text) + 3*binary.MaxVarintLen32
+	}
+	for name, v := range d.slots {
+		size += len(name) + len(v) + 2*binary.MaxVarintLen32
+	}
+	b := make([]byte, 0, size)
+	b = append(b, codecMagic...)
+	b = append(b, codecVersion)
+	b = appendString(b, r.key.Tenant)
+	b = appendString(b, r.key.ID)
+	b = binary.AppendUvarint(b, seq)
+	b = appendString(b, string(d.snapshot))
+	b = appendString(b, d.system.Text)
+	b = binary.AppendUvarint(b, uint64(d.system.Tokens))
+	b = binary.AppendUvarint(b, uint64(d.n))
+	for i := range d.n {
+		t := d.at(i)
+		b = appendString(b, string(t.Role))
+		b = appendString(b, t.Text)
+		b = binary.AppendUvarint(b, uint64(t.Tokens))
+	}
+	b = binary.AppendUvarint(b, uint64(len(d.slots)))
+	for _, name := range slices.Sorted(maps.Keys(d.slots)) {
+		b = appendString(b, name)
+		b = appendString(b, d.slots[name])
+	}
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// decode decodes a record stored under k, fitting its window to w. A
+// record that does not decode, or that names another key, gets an error
+// wrapping ErrCorrupt that names k.
+func decode(k Key, data []byte, w *Window) (*Record, error) {
+	r, err := decodeRecord(data, w)
+	if err == nil && r.key != k {
+		err = fmt.Errorf("stored under the wrong key (record names %s)", r.key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: key %s: %w", ErrCorrupt, k, err)
+	}
+	return r, nil
+}
+
+var errBadVarint = errors.New("truncated or overlong number")
+
+func decodeRecord(data []byte, w *Window) (*Record, error) {
+	if len(data) < len(codecMagic)+1+crcSize || string(data[:len(codecMagic)]) != codecMagic {
+		return nil, errors.New("not an encoded record")
+	}
+	if v := data[len(codecMagic)]; v != codecVersion {
+		return nil, fmt.Errorf("unknown version %d", v)
+	}
+	body := data[:len(data)-crcSize]
+	if got, want := crc32.Checksum(body, castagnoli), binary.LittleEndian.Uint32(data[len(body):]); got != want {
+		return nil, fmt.Errorf("checksum %08x, want %08x", got, want)
+	}
+	// One string holds every text field; the fields are substrings of it.
+	dec := decoder{s: string(body[len(codecMagic)+1:])}
+	r := &Record{win: w, owned: true, d: &recData{}}
+	r.key.Tenant = dec.str()
+	r.key.ID = dec.str()
+	r.seq = dec.uvarint()
+	if snap := dec.str(); snap != "" {
+		r.d.snapshot = []byte(snap)
+	}
+	r.d.system = Turn{Role: RoleSystem, Text: dec.str(), Tokens: dec.count()}
+	// Each turn takes at least 3 bytes, which bounds what a corrupt count
+	// can make us allocate.
+	n := dec.length(3)
+	r.d.ring = make([]Turn, n)
+	for i := range r.d.ring {
+		t := Turn{Role: Role(dec.str()), Text: dec.str(), Tokens: dec.count()}
+		r.d.ring[i] = t
+		r.d.tokens += t.Tokens
+	}
+	r.d.n = len(r.d.ring)
+	if ns := dec.length(2); ns > 0 {
+		r.d.slots = make(map[string]string, ns)
+		for range ns {
+			name := dec.str()
+			r.d.slots[name] = dec.str()
+		}
+	}
+	if dec.err == nil && dec.off != len(dec.s) {
+		dec.err = fmt.Errorf("%d bytes after the record", len(dec.s)-dec.off)
+	}
+	if dec.err != nil {
+		return nil, dec.err
+	}
+	r.d.trim(w)
+	return r, nil
+}
+
+// decoder reads the fields of an encoded record. After the first error
+// every read returns a zero value and err keeps that error.
+type decoder struct {
+	s   string
+	off int
+	err error
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	// binary.Uvarint, reading the string in place.
+	var v uint64
+	for i, shift := 0, uint(0); d.off+i < len(d.s) && i < binary.MaxVarintLen64; i, shift = i+1, shift+7 {
+		b := d.s[d.off+i]
+		if b < 0x80 {
+			if i == binary.MaxVarintLen64-1 && b > 1 {
+				break
+			}
+			d.off += i + 1
+			return v | uint64(b)<<shift
+		}
+		v |= uint64(b&0x7f) << shift
+	}
+	d.err = errBadVarint
+	return 0
+}
+
+// length reads a count of items that each take at least minSize bytes.
+func (d *decoder) length(minSize int) int {
+	v := d.uvarint()
+	if v > uint64(len(d.s)-d.off)/uint64(minSize) {
+		if d.err == nil {
+			d.err = fmt.Errorf("count %d exceeds the record", v)
+		}
+		return 0
+	}
+	return int(v)
+}
+
+// count reads a token count.
+func (d *decoder) count() int {
+	v := d.uvarint()
+	if v > math.MaxInt32 {
+		if d.err == nil {
+			d.err = fmt.Errorf("token count %d out of range", v)
+		}
+		return 0
+	}
+	return int(v)
+}
+
+func (d *decoder) str() string {
+	n := d.length(1)
+	if d.err != nil {
+		return ""
+	}
+	s := d.s[d.off : d.off+n]
+	d.off += n
+	return s
+}

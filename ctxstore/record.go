@@ -1,0 +1,293 @@
+package ctxstore
+
+import (
+	"cmp"
+	"iter"
+	"maps"
+	"slices"
+)
+
+// Role says who spoke a turn.
+type Role string
+
+// The roles of the reference dialogue. Hosts may use others.
+const (
+	RoleSystem    Role = "system"
+	RoleUser      Role = "user"
+	RoleAssistant Role = "assistant"
+)
+
+// Turn is one message in a session's context window.
+type Turn struct {
+	Role   Role
+	Text   string
+	Tokens int // the turn's size in tokens; Append counts it when <= 0
+}
+
+// EstimateTokens is the default token counter: one token per four bytes of
+// text, rounded up, the usual rule of thumb for English under BPE
+// tokenizers. It is a budget estimate, not a tokenizer; hosts that need
+// exact figures set [Window.Count].
+func EstimateTokens(text string) int { return (len(text) + 3) / 4 }
+
+// Window bounds a record's context window, so that what is sent with each
+// prompt (and kept in memory) stays the same size however long the
+// conversation runs. When a new turn would break a bound, the oldest turns
+// are dropped; the pinned system prompt and the newest turn never are.
+//
+// The zero Window uses the defaults given for each field.
+type Window struct {
+	// MaxTurns is the most turns the window holds, not counting the
+	// system prompt. Default 32.
+	MaxTurns int
+	// MaxTokens is the token budget of the system prompt plus the turns.
+	// Default 4096.
+	MaxTokens int
+	// Count returns the token count of a text. It must be safe for
+	// concurrent use. Default [EstimateTokens].
+	Count func(text string) int
+}
+
+// Window defaults.
+const (
+	defaultMaxTurns  = 32
+	defaultMaxTokens = 4096
+)
+
+// withDefaults returns w with its zero fields set to their defaults.
+func (w Window) withDefaults() Window {
+	if w.MaxTurns <= 0 {
+		w.MaxTurns = defaultMaxTurns
+	}
+	if w.MaxTokens <= 0 {
+		w.MaxTokens = defaultMaxTokens
+	}
+	if w.Count == nil {
+		w.Count = EstimateTokens
+	}
+	return w
+}
+
+// defaultWindow serves records whose store set no window (zero Records).
+var defaultWindow = Window{}.withDefaults()
+
+// Record is one session's stored state: its key, a sequence number that
+// only moves forward, the dialogue state machine's snapshot (opaque bytes),
+// a bounded context window of turns with a pinned system prompt, and named
+// string slots (a product id, the user's language).
+//
+// Records come from [Store.NewRecord] and [Store.Get] and go back with
+// [Store.Put]. A Record is a private copy: changing it changes nothing in
+// the store until Put, and copies share memory until one of them is changed
+// (copy on write), so Get costs no copying. The zero Record has no key and
+// cannot be Put. A Record is not safe for concurrent use.
+type Record struct {
+	key   Key
+	seq   uint64
+	win   *Window
+	d     *recData
+	owned bool // d belongs to this Record alone and may be changed in place
+}
+
+// recData is a record's contents. Once shared (owned by no Record) it is
+// never changed again; Records clone it before their first change.
+type recData struct {
+	snapshot []byte
+	system   Turn
+	ring     []Turn // the window's turns, oldest at head, wrapping around
+	head, n  int
+	tokens   int // sum of the turns' Tokens, not counting the system prompt
+	slots    map[string]string
+}
+
+// emptyData stands in for the contents of a zero Record.
+var emptyData = &recData{}
+
+// Key returns the record's key.
+func (r *Record) Key() Key { return r.key }
+
+// Seq returns the record's sequence number: 0 for a record never Put, and
+// one more with each successful Put.
+func (r *Record) Seq() uint64 { return r.seq }
+
+// Snapshot returns the state machine snapshot last set, or nil. The caller
+// must not modify the returned bytes.
+func (r *Record) Snapshot() []byte { return r.data().snapshot }
+
+// SetSnapshot stores a copy of b as the state machine snapshot.
+func (r *Record) SetSnapshot(b []byte) { r.own().snapshot = slices.Clone(b) }
+
+// System returns the pinned system prompt, or "".
+func (r *Record) System() string { return r.data().system.Text }
+
+// SetSystem pins text as the system prompt. It counts against the token
+// budget but is never dropped; older turns are dropped to make room.
+func (r *Record) SetSystem(text string) {
+	w, d := r.window(), r.own()
+	d.system = Turn{Role: RoleSystem, Text: text, Tokens: w.Count(text)}
+	d.trim(w)
+}
+
+// Append adds t as the newest turn, counting its tokens with the window's
+// counter when t.Tokens <= 0, then drops the oldest turns until the window
+// fits its bounds again. Append is O(1) amortised.
+func (r *Record) Append(t Turn) {
+	w, d := r.window(), r.own()
+	if t.Tokens <= 0 {
+		t.Tokens = w.Count(t.Text)
+	}
+	d.push(t, w)
+	d.trim(w)
+}
+
+// Len returns the number of turns in the window.
+func (r *Record) Len() int { return r.data().n }
+
+// Turn returns the i'th turn of the window, oldest first. It panics if i
+// is out of range [0, Len).
+func (r *Record) Turn(i int) Turn {
+	d := r.data()
+	if i < 0 || i >= d.n {
+		panic("ctxstore: Record.Turn index out of range")
+	}
+	return d.at(i)
+}
+
+// Turns returns an iterator over the window's turns, oldest first.
+func (r *Record) Turns() iter.Seq[Turn] {
+	d := r.data()
+	return func(yield func(Turn) bool) {
+		for i := range d.n {
+			if !yield(d.at(i)) {
+				return
+			}
+		}
+	}
+}
+
+// Tokens returns the tokens of the system prompt plus the window's turns:
+// what the window costs in a prompt.
+func (r *Record) Tokens() int {
+	d := r.data()
+	return d.system.Tokens + d.tokens
+}
+
+// Slot returns the value of the named slot and whether it is set.
+func (r *Record) Slot(name string) (string, bool) {
+	v, ok := r.data().slots[name]
+	return v, ok
+}
+
+// SetSlot sets the named slot to value.
+func (r *Record) SetSlot(name, value string) {
+	d := r.own()
+	if d.slots == nil {
+		d.slots = make(map[string]string)
+	}
+	d.slots[name] = value
+}
+
+// DeleteSlot removes the named slot.
+func (r *Record) DeleteSlot(name string) {
+	if _, ok := r.data().slots[name]; ok {
+		delete(r.own().slots, name)
+	}
+}
+
+// Slots returns an iterator over the slots in name order.
+func (r *Record) Slots() iter.Seq2[string, string] {
+	slots := r.data().slots
+	return func(yield func(string, string) bool) {
+		for _, name := range slices.Sorted(maps.Keys(slots)) {
+			if !yield(name, slots[name]) {
+				return
+			}
+		}
+	}
+}
+
+func (r *Record) data() *recData {
+	if r.d == nil {
+		return emptyData
+	}
+	return r.d
+}
+
+func (r *Record) window() *Window {
+	if r.win == nil {
+		return &defaultWindow
+	}
+	return r.win
+}
+
+// own makes r's contents its own, cloning them if they are shared.
+func (r *Record) own() *recData {
+	if !r.owned {
+		r.d = r.data().clone()
+		r.owned = true
+	}
+	return r.d
+}
+
+// share returns a Record that shares r's contents, and marks them shared,
+// so that neither r nor the copy changes them in place again.
+func (r *Record) share() Record {
+	r.owned = false
+	c := *r
+	return c
+}
+
+// clone returns a deep copy of d (the snapshot and strings are immutable
+// and shared).
+func (d *recData) clone() *recData {
+	c := &recData{
+		snapshot: d.snapshot,
+		system:   d.system,
+		tokens:   d.tokens,
+		slots:    maps.Clone(d.slots),
+	}
+	if d.n > 0 {
+		c.ring = make([]Turn, d.n, max(d.n, 4))
+		for i := range d.n {
+			c.ring[i] = d.at(i)
+		}
+		c.n = d.n
+	}
+	return c
+}
+
+// at returns the i'th turn, oldest first.
+func (d *recData) at(i int) Turn { return d.ring[(d.head+i)%len(d.ring)] }
+
+// push appends t, making room first by dropping the oldest turn if the
+// window is at MaxTurns, or by doubling the ring (up to MaxTurns) if full.
+func (d *recData) push(t Turn, w *Window) {
+	if d.n >= w.MaxTurns {
+		d.pop()
+	}
+	if d.n == len(d.ring) {
+		grown := make([]Turn, cmp.Or(min(2*len(d.ring), w.MaxTurns), 1))
+		for i := range d.n {
+			grown[i] = d.at(i)
+		}
+		d.ring, d.head = grown, 0
+	}
+	d.ring[(d.head+d.n)%len(d.ring)] = t
+	d.n++
+	d.tokens += t.Tokens
+}
+
+// pop drops the oldest turn.
+func (d *recData) pop() {
+	d.tokens -= d.ring[d.head].Tokens
+	d.ring[d.head] = Turn{} // release the text
+	d.head = (d.head + 1) % len(d.ring)
+	d.n--
+}
+
+// trim drops the oldest turns until the window fits w, keeping the newest.
+func (d *recData) trim(w *Window) {
+	for d.n > w.MaxTurns || d.n > 1 && d.system.Tokens+d.tokens > w.MaxTokens {
+		d.pop()
+	}
+}

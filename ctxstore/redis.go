@@ -1,0 +1,301 @@
+package ctxstore
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is the [Cold] tier shared by a fleet: one Redis hash per session
+// (field s the sequence number, field d the encoded record) with a TTL,
+// under the key Prefix + "tenant:id". It works with any
+// redis.UniversalClient: standalone, Sentinel or Cluster.
+//
+// A batch is one pipeline of Lua scripts, each applying its write only if
+// the sequence number moves forward, so concurrent writers on different
+// nodes never overwrite each other silently. Redis implements [Expirer]
+// through keyspace notifications (see [Redis.WatchExpiry]).
+//
+// The zero Redis is invalid; use [NewRedis]. A Redis is safe for concurrent
+// use by multiple goroutines.
+type Redis struct {
+	c      redis.UniversalClient
+	cfg    RedisConfig
+	prefix string
+}
+
+// RedisConfig holds the optional settings of a [Redis] cold tier.
+type RedisConfig struct {
+	// Prefix starts every key, so that several stores (or tests) share a
+	// server without meeting. Default "parley:ctx:".
+	Prefix string
+
+	// KeepServerConfig stops WatchExpiry from enabling keyspace
+	// notifications with CONFIG SET; it then uses whatever the server
+	// already publishes. By default WatchExpiry adds the flags it needs
+	// ("Kx") to the server's notify-keyspace-events, keeping the others.
+	KeepServerConfig bool
+
+	// Logger receives the one message WatchExpiry logs when expiry
+	// notifications are unavailable. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// NewRedis returns a cold tier on c. It does not take ownership of c: the
+// caller closes c after closing the [Store].
+func NewRedis(c redis.UniversalClient, cfg RedisConfig) *Redis {
+	cfg.Prefix = cmp.Or(cfg.Prefix, "parley:ctx:")
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Redis{c: c, cfg: cfg, prefix: cfg.Prefix}
+}
+
+// writeScript applies one write if its sequence number (ARGV[1], decimal)
+// moves forward, or repeats the stored one with the same data. Sequence
+// numbers are compared as decimal strings (length, then bytes), which is
+// exact for all of uint64 where Lua's numbers are not.
+var writeScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], 's')
+if cur then
+  local seq = ARGV[1]
+  if #cur > #seq or (#cur == #seq and cur > seq) then return 0 end
+  if cur == seq and redis.call('HGET', KEYS[1], 'd') ~= ARGV[2] then return 0 end
+end
+redis.call('HSET', KEYS[1], 's', ARGV[1], 'd', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+`)
+
+// loadScript returns the record and its remaining TTL in one step.
+var loadScript = redis.NewScript(`
+local d = redis.call('HGET', KEYS[1], 'd')
+if not d then return false end
+return {d, redis.call('PTTL', KEYS[1])}
+`)
+
+func (r *Redis) key(k Key) string { return r.prefix + k.String() }
+
+// Load implements [Cold.Load].
+func (r *Redis) Load(ctx context.Context, k Key) ([]byte, time.Time, error) {
+	res, err := loadScript.Run(ctx, r.c, []string{r.key(k)}).Slice()
+	if errors.Is(err, redis.Nil) {
+		return nil, time.Time{}, fmt.Errorf("%w: %s", ErrNotFound, k)
+	}
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("ctxstore: redis load %s: %w", k, err)
+	}
+	var (
+		data    string
+		pttl    int64
+		ok      = len(res) == 2
+		expires time.Time
+	)
+	if ok {
+		var okTTL bool
+		data, ok = res[0].(string)
+		pttl, okTTL = res[1].(int64)
+		ok = ok && okTTL
+	}
+	if !ok {
+		return nil, time.Time{}, fmt.Errorf("ctxstore: redis load %s: unexpected reply %v", k, res)
+	}
+	if pttl >= 0 { // -1: the key has no TTL (someone removed it)
+		expires = time.Now().Add(time.Duration(pttl) * time.Millisecond)
+	}
+	return []byte(data), expires, nil
+}
+
+// Write implements [Cold.Write] with one pipeline for the whole batch.
+func (r *Redis) Write(ctx context.Context, ws []Write) error {
+	for attempt := 0; ; attempt++ {
+		cmds := r.pipeline(ctx, ws)
+		err := cmds.exec(ctx)
+		if err == nil {
+			return cmds.results(ws)
+		}
+		// A restarted server has forgotten the script: load it and go again.
+		if attempt == 0 && cmds.noScript() {
+			if err := writeScript.Load(ctx, r.c).Err(); err != nil {
+				return fmt.Errorf("ctxstore: redis script load: %w", err)
+			}
+			continue
+		}
+		return fmt.Errorf("ctxstore: redis write of %d records: %w", len(ws), err)
+	}
+}
+
+// redisBatch is one batch of writes queued on a pipeline.
+type redisBatch struct {
+	pipe redis.Pipeliner
+	cmds []redis.Cmder
+}
+
+func (r *Redis) pipeline(ctx context.Context, ws []Write) *redisBatch {
+	b := &redisBatch{pipe: r.c.Pipeline(), cmds: make([]redis.Cmder, len(ws))}
+	for i, w := range ws {
+		key := r.key(w.Key)
+		if w.Data == nil {
+			b.cmds[i] = b.pipe.Del(ctx, key)
+			continue
+		}
+		ttl := max(w.TTL.Milliseconds(), 1)
+		b.cmds[i] = writeScript.EvalSha(ctx, b.pipe, []string{key}, strconv.FormatUint(w.Seq, 10), w.Data, ttl)
+	}
+	return b
+}
+
+func (b *redisBatch) exec(ctx context.Context) error {
+	_, err := b.pipe.Exec(ctx)
+	return err
+}
+
+func (b *redisBatch) noScript() bool {
+	for _, c := range b.cmds {
+		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			return true
+		}
+	}
+	return false
+}
+
+// results sets each write's Err from its script's reply.
+func (b *redisBatch) results(ws []Write) error {
+	for i, c := range b.cmds {
+		ws[i].Err = nil
+		if c, ok := c.(*redis.Cmd); ok {
+			applied, err := c.Int64()
+			if err != nil {
+				return fmt.Errorf("ctxstore: redis write %s: %w", ws[i].Key, err)
+			}
+			if applied == 0 {
+				ws[i].Err = ErrStale
+			}
+		}
+	}
+	return nil
+}
+
+// expiryFlags are the notify-keyspace-events flags WatchExpiry needs:
+// keyspace events (K) for expired keys (x).
+const expiryFlags = "Kx"
+
+// WatchExpiry implements [Expirer] with keyspace notifications: it
+// subscribes to the "expired" events of the keys under Prefix and calls fn
+// for each, from a goroutine that the returned stop function ends.
+//
+// Unless [RedisConfig.KeepServerConfig] is set, it first enables the
+// events with CONFIG SET, and again whenever it resubscribes after losing
+// its connection (a restarted server forgets CONFIG SET). When they cannot be had (CONFIG is refused, as
+// managed services often do; the server publishes none; or c is a Cluster
+// client, whose events are per node) it logs that once, and the store
+// keeps working on its local TTLs, which never outlive 2/3 of the cold TTL.
+// Notifications lost while disconnected are likewise covered by the local
+// TTLs.
+func (r *Redis) WatchExpiry(fn func(Key)) (stop func()) {
+	client, ok := r.c.(*redis.Client)
+	if !ok {
+		r.unavailable(fmt.Errorf("%T is not a single-node client", r.c))
+		return func() {}
+	}
+	var warned bool
+	enable := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := r.enableExpiryEvents(ctx); err != nil && !warned {
+			warned = true
+			r.unavailable(err)
+		}
+	}
+	enable()
+	channel := fmt.Sprintf("__keyspace@%d__:", client.Options().DB)
+	ps := r.c.PSubscribe(context.Background(), channel+globEscape(r.prefix)+"*")
+	msgs := ps.ChannelWithSubscriptions()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		subscriptions := 0
+		for m := range msgs {
+			switch m := m.(type) {
+			case *redis.Subscription:
+				// After the first, a subscription means go-redis
+				// reconnected, maybe to a restarted server that has
+				// forgotten CONFIG SET.
+				if subscriptions++; subscriptions > 1 {
+					enable()
+				}
+			case *redis.Message:
+				if m.Payload != "expired" {
+					continue
+				}
+				if k, ok := parseKey(strings.TrimPrefix(m.Channel, channel+r.prefix)); ok {
+					fn(k)
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			ps.Close()
+			<-done
+		})
+	}
+}
+
+// enableExpiryEvents makes sure the server publishes expiry events.
+func (r *Redis) enableExpiryEvents(ctx context.Context) error {
+	cur, err := r.c.ConfigGet(ctx, "notify-keyspace-events").Result()
+	if err != nil {
+		return fmt.Errorf("CONFIG GET refused: %w", err)
+	}
+	flags := cur["notify-keyspace-events"]
+	want := withExpiryFlags(flags)
+	if want == flags {
+		return nil
+	}
+	if r.cfg.KeepServerConfig {
+		return fmt.Errorf("notify-keyspace-events is %q and KeepServerConfig is set", flags)
+	}
+	if err := r.c.ConfigSet(ctx, "notify-keyspace-events", want).Err(); err != nil {
+		return fmt.Errorf("CONFIG SET refused: %w", err)
+	}
+	return nil
+}
+
+func (r *Redis) unavailable(err error) {
+	r.cfg.Logger.Warn("ctxstore: redis expiry notifications unavailable; hot entries expire on their local TTL only",
+		"prefix", r.prefix, "err", err)
+}
+
+// withExpiryFlags returns notify-keyspace-events flags that include the
+// expiry events, keeping every flag already set. The server may report
+// the flags in any order and writes "A" for "g$lshzxetd".
+func withExpiryFlags(flags string) string {
+	for _, f := range expiryFlags {
+		if !strings.ContainsRune(flags, f) && (f != 'x' || !strings.ContainsRune(flags, 'A')) {
+			flags += string(f)
+		}
+	}
+	return flags
+}
+
+// globEscape escapes the characters PSUBSCRIBE patterns treat specially.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if strings.ContainsRune(`*?[]\`, c) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}

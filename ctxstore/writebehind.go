@@ -1,0 +1,259 @@
+package ctxstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// Backoff between attempts to write a batch the cold tier refused: it
+// starts at retryMin, doubles up to retryMax, and each wait is drawn at
+// random from its upper half.
+const (
+	retryMin = 20 * time.Millisecond
+	retryMax = time.Second
+)
+
+// batch is one cold write in progress.
+type batch struct {
+	keys []Key
+	ws   []Write
+	es   []*entry // the version each write carries (nil for a Delete put before its Put)
+	deq  uint64   // the queue's deq count once this batch was taken
+}
+
+// writeBehind is the store's write-behind goroutine: it writes whatever is
+// queued, a batch at a time, until Close has been called and the queue is
+// empty, or Close gives up.
+func (s *Store) writeBehind() {
+	defer close(s.stopped)
+	var b batch
+	for {
+		if !s.take(&b) {
+			select {
+			case <-s.wake:
+			case <-s.closing:
+				if s.queueLen() == 0 {
+					return
+				}
+			}
+			continue
+		}
+		if !s.write(&b) {
+			return
+		}
+		s.finish(&b)
+	}
+}
+
+func (s *Store) queueLen() int {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return len(s.queue) - s.qhead
+}
+
+// take fills b with up to MaxBatch queued keys and their newest versions,
+// and reports whether there were any.
+func (s *Store) take(b *batch) bool {
+	s.qmu.Lock()
+	n := min(len(s.queue)-s.qhead, s.cfg.MaxBatch)
+	b.keys = append(b.keys[:0], s.queue[s.qhead:s.qhead+n]...)
+	clear(s.queue[s.qhead : s.qhead+n])
+	s.qhead += n
+	if s.qhead > len(s.queue)/2 { // reuse the front half
+		s.queue = s.queue[:copy(s.queue, s.queue[s.qhead:])]
+		s.qhead = 0
+	}
+	s.deq += uint64(n)
+	b.deq = s.deq
+	s.qmu.Unlock()
+
+	b.ws, b.es = b.ws[:0], b.es[:0]
+	for _, k := range b.keys {
+		sh := &s.shards[s.hash(k)%numShards]
+		sh.mu.Lock()
+		sl := sh.slots[k]
+		sl.queued = false // a Put from now on queues the key again
+		e := sl.e
+		sh.mu.Unlock()
+		if e.afterDelete {
+			b.ws = append(b.ws, Write{Key: k})
+			b.es = append(b.es, nil)
+		}
+		b.ws = append(b.ws, Write{Key: k, Seq: e.rec.seq, Data: e.enc, TTL: s.cfg.TTL})
+		b.es = append(b.es, e)
+	}
+	return n > 0
+}
+
+// write writes b to the cold tier, retrying with backoff until it succeeds
+// or Close gives up (then it returns false).
+func (s *Store) write(b *batch) bool {
+	backoff := retryMin
+	for failures := 0; ; failures++ {
+		err := s.cold.Write(s.wctx, b.ws)
+		if err == nil {
+			if failures > 0 {
+				s.cfg.Logger.Info("ctxstore: cold writes recovered", "failedAttempts", failures)
+			}
+			return true
+		}
+		s.stats.coldErrors.Add(1)
+		if failures == 0 {
+			s.cfg.Logger.Warn("ctxstore: cold write failed; retrying with backoff", "records", len(b.ws), "err", err)
+		}
+		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+		select {
+		case <-t.C:
+		case <-s.wctx.Done():
+			t.Stop()
+			return false
+		}
+		backoff = min(2*backoff, retryMax)
+	}
+}
+
+// finish retires the versions b wrote. A session whose newest version is
+// now cold leaves the buffer; first the hot tier is made to hold that
+// version or nothing, since ristretto applies Sets asynchronously and may
+// drop or refuse them (so a Get falls back to the cold tier, not to an
+// older copy).
+func (s *Store) finish(b *batch) {
+	s.hot.Wait() // apply every Set made so far
+	for i := range b.ws {
+		w, e := &b.ws[i], b.es[i]
+		if e == nil {
+			continue // the Delete before an afterDelete Put
+		}
+		stale := errors.Is(w.Err, ErrStale)
+		h := s.hash(w.Key)
+		sh := &s.shards[h%numShards]
+		sh.mu.Lock()
+		if sl := sh.slots[w.Key]; sl != nil && sl.e == e {
+			if v, ok := s.hot.Get(h); ok && (v != e || stale) {
+				s.hot.Del(h)
+			}
+			delete(sh.slots, w.Key)
+			sh.gen++
+			s.dirty.Add(-1)
+		}
+		e.enc = nil // written: only the decoded record stays hot
+		sh.mu.Unlock()
+		if stale {
+			s.stats.stale.Add(1)
+			s.report(w.Key, fmt.Errorf("%w: %s: the cold tier holds a newer record than seq %d", ErrStale, w.Key, w.Seq))
+		}
+	}
+	s.stats.written.Add(uint64(len(b.ws)))
+	s.stats.batches.Add(1)
+	s.pmu.Lock()
+	s.done = b.deq
+	close(s.progress)
+	s.progress = make(chan struct{})
+	s.pmu.Unlock()
+}
+
+func (s *Store) report(k Key, err error) {
+	if s.cfg.OnWriteError != nil {
+		s.cfg.OnWriteError(k, err)
+	}
+}
+
+// progressChan returns the channel closed when the write-behind goroutine
+// next finishes a batch.
+func (s *Store) progressChan() <-chan struct{} {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	return s.progress
+}
+
+// Flush waits until every write acknowledged before the call is in the
+// cold tier. Writes keep flowing meanwhile; Flush does not wait for later
+// ones. If ctx ends first, Flush returns ctx's error, wrapped.
+func (s *Store) Flush(ctx context.Context) error {
+	s.qmu.Lock()
+	target := s.enq
+	s.qmu.Unlock()
+	for {
+		s.pmu.Lock()
+		done, progress := s.done, s.progress
+		s.pmu.Unlock()
+		if done >= target {
+			return nil
+		}
+		select {
+		case <-progress:
+		case <-s.stopped:
+			if s.flushed(target) {
+				return nil
+			}
+			return fmt.Errorf("ctxstore: flush: %w", ErrClosed)
+		case <-ctx.Done():
+			return fmt.Errorf("ctxstore: flush: %d sessions not yet in the cold tier: %w", s.dirty.Load(), ctx.Err())
+		}
+	}
+}
+
+func (s *Store) flushed(target uint64) bool {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	return s.done >= target
+}
+
+// Close stops the store: from its start, Get, Put and Delete return
+// ErrClosed. It writes every acknowledged write to the cold tier, then
+// stops the store's goroutines. If ctx ends before the writes are done,
+// Close stops retrying, reports each unwritten session to
+// [Config.OnWriteError] and returns an error saying how many there were.
+// Close may be called more than once and concurrently; every call waits
+// for the store to stop and returns the same result.
+func (s *Store) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		// Every use of the hot tier and every new slot happens under a
+		// shard lock after checking closed, so once this loop is over the
+		// buffer can only shrink and the hot tier can be closed.
+		for i := range s.shards {
+			sh := &s.shards[i]
+			sh.mu.Lock()
+			sh.closed = true
+			sh.mu.Unlock()
+		}
+		close(s.closing)
+	})
+	select {
+	case <-s.stopped:
+	case <-ctx.Done():
+		s.abortOnce.Do(func() {
+			s.abortErr = ctx.Err()
+			s.abort()
+		})
+		<-s.stopped
+	}
+	s.finalOnce.Do(s.shutdown)
+	return s.closeErr
+}
+
+// shutdown runs once the write-behind goroutine has exited.
+func (s *Store) shutdown() {
+	s.stopWatch()
+	s.abort() // release wctx
+	var lost []Key
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for k := range sh.slots {
+			lost = append(lost, k)
+		}
+		sh.mu.Unlock()
+	}
+	s.hot.Close()
+	if len(lost) == 0 {
+		return
+	}
+	for _, k := range lost {
+		s.report(k, fmt.Errorf("ctxstore: %s not written to the cold tier before Close gave up: %w", k, s.abortErr))
+	}
+	s.closeErr = fmt.Errorf("ctxstore: close: %d acknowledged writes not in the cold tier: %w", len(lost), s.abortErr)
+}
