@@ -473,7 +473,6 @@ func (s *session) turns(ctx context.Context) bool {
 				break // settled
 			}
 			if attempt == cfg.Retries {
-				s.waiting = false
 				s.r.fail("session %d turn %d: still shed after %d retries", s.idx, s.turn, cfg.Retries)
 				break
 			}
@@ -493,13 +492,13 @@ func (s *session) turns(ctx context.Context) bool {
 func (s *session) send(ctx context.Context) (time.Time, bool) {
 	r := s.r
 	s.out = appendTextFrame(s.out[:0], r.tag, s.idx, s.turn, r.text)
-	s.waiting = true
 	sent := time.Now()
 	s.setDeadline(r.cfg.Timeout)
 	if err := s.conn.Load().Write(context.Background(), websocket.MessageText, s.out); err != nil {
-		s.ioFailed(ctx, "send", err)
+		s.ioFailed(ctx, "send", err) // not sent, so not lost
 		return sent, false
 	}
+	s.waiting = true
 	return sent, true
 }
 

@@ -22,9 +22,8 @@ const (
 	titleRate      = "Turns per second"
 )
 
-// maxBars is the most bars the latency histogram draws; neighbouring
-// buckets are merged to stay under it.
-const maxBars = 60
+// maxBars is the most bars of equal width the latency histogram draws.
+const maxBars = 50
 
 // writeReport writes the run's report to w: one HTML page with three
 // charts (latency over time, latency histogram, turns/s over time).
@@ -94,7 +93,7 @@ func latencyChart(cfg *Config, s *Summary) *charts.Line {
 
 func histogramChart(s *Summary) *charts.Bar {
 	c := charts.NewBar()
-	subtitle := fmt.Sprintf("%d replies; p50 %.1f ms, p99 %.1f ms; bars are log-spaced",
+	subtitle := fmt.Sprintf("%d replies; p50 %.1f ms, p99 %.1f ms; the last bar may hold the slowest 0.1%%",
 		s.Latency.total(), ms(s.P50), ms(s.P99))
 	c.SetGlobalOptions(chartOpts(titleHistogram, subtitle, "reply latency from (ms)", "replies")...)
 	labels, bars := histogramBars(&s.Latency)
@@ -106,32 +105,52 @@ func histogramChart(s *Summary) *charts.Bar {
 	return c
 }
 
-// histogramBars merges the buckets from the first to the last non-empty one
-// into at most maxBars bars, each labelled with its lower bound in ms.
+// histogramBars sorts the counted durations into at most maxBars bars of
+// equal width, from the smallest duration to the 99.9th percentile, plus a
+// last bar for the slowest 0.1% when they lie beyond. Each bar is labelled
+// with where it starts, in ms. The width is a power-of-two multiple of the
+// widest bucket in range, so every bucket falls into exactly one bar and
+// the counts are exact.
 func histogramBars(c *counts) (labels []string, bars []uint64) {
-	lo, hi := -1, -1
-	for i, n := range c {
-		if n > 0 {
-			if lo < 0 {
-				lo = i
-			}
-			hi = i
-		}
-	}
-	if lo < 0 {
+	total := c.total()
+	if total == 0 {
 		return nil, nil
 	}
-	group := (hi - lo + maxBars) / maxBars
-	for i := lo; i <= hi; i += group {
-		var n uint64
-		for _, v := range c[i:min(i+group, hi+1)] {
-			n += v
-		}
+	lo := 0
+	for c[lo] == 0 {
+		lo++
+	}
+	hi, seen := lo, c[lo]
+	for float64(seen) < 0.999*float64(total) {
+		hi++
+		seen += c[hi]
+	}
+	loStart, _ := bucketBounds(lo)
+	hiStart, width := bucketBounds(hi)
+	end := hiStart + width
+	start := loStart / width * width
+	for (end-start+width-1)/width > maxBars {
+		width *= 2
+		start = loStart / width * width
+	}
+	bars = make([]uint64, (end-start+width-1)/width)
+	for i := lo; i <= hi; i++ {
 		low, _ := bucketBounds(i)
-		labels = append(labels, strconv.FormatFloat(float64(low)/1000, 'g', 4, 64))
-		bars = append(bars, n)
+		bars[(low-start)/width] += c[i]
+	}
+	for i := range bars {
+		labels = append(labels, msLabel(start+uint64(i)*width))
+	}
+	if tail := total - seen; tail > 0 {
+		labels = append(labels, ">="+msLabel(end))
+		bars = append(bars, tail)
 	}
 	return labels, bars
+}
+
+// msLabel formats microseconds as milliseconds.
+func msLabel(micros uint64) string {
+	return strconv.FormatFloat(float64(micros)/1000, 'g', 5, 64)
 }
 
 func rateChart(s *Summary) *charts.Line {

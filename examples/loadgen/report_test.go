@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -96,14 +98,22 @@ func TestReportECharts(t *testing.T) {
 }
 
 func TestHistogramBars(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	uniform := make([]time.Duration, 100000)
+	for i := range uniform {
+		// across the 524.288 ms boundary, where buckets double in width
+		uniform[i] = 400*time.Millisecond + time.Duration(rng.Int64N(int64(300*time.Millisecond)))
+	}
 	tests := []struct {
 		name   string
 		values []time.Duration
+		flat   bool // the values are uniform: the inner bars must be level
 	}{
-		{"empty", nil},
-		{"one value", []time.Duration{500 * time.Millisecond}},
-		{"narrow", []time.Duration{500 * time.Millisecond, 501 * time.Millisecond, 530 * time.Millisecond}},
-		{"wide", []time.Duration{time.Microsecond, time.Millisecond, time.Second, time.Minute}},
+		{"empty", nil, false},
+		{"one value", []time.Duration{500 * time.Millisecond}, false},
+		{"narrow", []time.Duration{500 * time.Millisecond, 501 * time.Millisecond, 530 * time.Millisecond}, false},
+		{"wide", []time.Duration{time.Microsecond, time.Millisecond, time.Second, time.Minute}, false},
+		{"uniform", uniform, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,14 +124,14 @@ func TestHistogramBars(t *testing.T) {
 			var c counts
 			h.snapshot(&c)
 			labels, bars := histogramBars(&c)
-			if len(labels) != len(bars) || len(bars) > maxBars {
-				t.Fatalf("histogramBars gave %d labels and %d bars, want equal and at most %d", len(labels), len(bars), maxBars)
+			if len(labels) != len(bars) || len(bars) > maxBars+1 {
+				t.Fatalf("histogramBars gave %d labels and %d bars, want equal and at most %d", len(labels), len(bars), maxBars+1)
 			}
 			var total uint64
 			prev := -1.0
 			for i, n := range bars {
 				total += n
-				low, err := strconv.ParseFloat(labels[i], 64)
+				low, err := strconv.ParseFloat(strings.TrimPrefix(labels[i], ">="), 64)
 				if err != nil || low <= prev {
 					t.Errorf("label %d = %q, want a number above %v", i, labels[i], prev)
 				}
@@ -132,6 +142,20 @@ func TestHistogramBars(t *testing.T) {
 			}
 			if len(tt.values) > 0 && (bars[0] == 0 || bars[len(bars)-1] == 0) {
 				t.Errorf("bars %v start or end empty", bars)
+			}
+			if !tt.flat {
+				return
+			}
+			inner := bars[1 : len(bars)-2] // the first and last bars may be partly outside the values
+			var sum uint64
+			for _, n := range inner {
+				sum += n
+			}
+			mean := float64(sum) / float64(len(inner))
+			for i, n := range inner {
+				if math.Abs(float64(n)-mean) > 0.15*mean {
+					t.Errorf("bar %s holds %d, want about %.0f like the others: %v", labels[i+1], n, mean, bars)
+				}
 			}
 		})
 	}
