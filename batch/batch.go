@@ -38,8 +38,8 @@ import (
 // batcher, at most [Config.MaxInFlight] calls at a time. It may block, and
 // should return when ctx is cancelled, which happens only once every caller
 // in the batch has given up. It must not retain reqs after it returns (the
-// slice is reused), and must not wait for requests to the same batcher,
-// which could deadlock when no worker is free.
+// slice is reused). It must not call Close on its own batcher, nor wait for
+// requests to it: either could deadlock, as no worker may be free.
 type Func[Req, Resp any] func(ctx context.Context, reqs []Req) ([]Resp, error)
 
 // Policy decides when queued requests become a batch.

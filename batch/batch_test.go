@@ -418,63 +418,62 @@ func TestCancelBeforeDispatch(t *testing.T) {
 }
 
 func TestBatchContext(t *testing.T) {
-	const latency = 100 * time.Millisecond
+	const (
+		ms      = time.Millisecond
+		latency = 100 * ms
+		stays   = 0  // a caller whose ctx can end but does not
+		cannot  = -1 // a caller with context.Background
+	)
 	tests := []struct {
 		name       string
-		cancelAt   [3]time.Duration // 0: never; -1: context.Background
+		giveUpAt   [3]time.Duration // when each caller's ctx ends, or stays, or cannot
 		wantCancel time.Duration    // when the batch ctx ends; 0: never
 	}{
-		{"all give up", [3]time.Duration{10, 30, 20}, 30},
-		{"one stays", [3]time.Duration{10, 0, 20}, 0},
-		{"one cannot give up", [3]time.Duration{10, -1, 20}, 0},
-		{"none give up", [3]time.Duration{0, 0, 0}, 0},
+		{"all give up", [3]time.Duration{10 * ms, 30 * ms, 20 * ms}, 30 * ms},
+		{"one stays", [3]time.Duration{10 * ms, stays, 20 * ms}, 0},
+		{"one cannot give up", [3]time.Duration{10 * ms, cannot, 20 * ms}, 0},
+		{"none give up", [3]time.Duration{stays, stays, stays}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				start := time.Now()
-				var ctxEnded atomic.Int64 // ms since start
+				var ctxEnded atomic.Int64 // since start
 				fn := func(ctx context.Context, reqs []int) ([]int, error) {
 					select {
 					case <-time.After(latency):
 						return times10(reqs), nil
 					case <-ctx.Done():
-						ctxEnded.Store(int64(time.Since(start) / time.Millisecond))
+						ctxEnded.Store(int64(time.Since(start)))
 						return nil, ctx.Err()
 					}
 				}
 				b := newBatcher(t, fn, batch.Config{Policy: batch.FixedWindow, MaxSize: 3})
 				defer b.Close()
 				cs := newCallers(b, start)
-				for i, at := range tt.cancelAt {
-					ctx := context.Background()
-					if at > 0 {
-						var cancel context.CancelFunc
-						ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), at*time.Millisecond)
-						defer cancel()
-					} else if at == 0 {
-						var cancel context.CancelFunc
-						ctx, cancel = context.WithCancel(ctx)
-						defer cancel()
+				for i, at := range tt.giveUpAt {
+					ctx, cancel := context.WithCancel(context.Background())
+					switch {
+					case at > 0:
+						ctx, cancel = context.WithTimeout(context.Background(), at)
+					case at == cannot:
+						ctx = context.Background()
 					}
-					cs.do(ctx, i+1)
+					defer cancel()
+					cs.do(ctx, i+1) // all three form one batch at 0
 				}
 				cs.wg.Wait()
 				synctest.Wait() // fn sees its ctx end after the last caller has left
 
 				if got := time.Duration(ctxEnded.Load()); got != tt.wantCancel {
-					t.Errorf("batch ctx ended at %d ms, want %d (0: never)", got, tt.wantCancel)
+					t.Errorf("batch ctx ended at %v, want %v (0: never)", got, tt.wantCancel)
 				}
-				for i, at := range tt.cancelAt {
-					got := cs.answer(t, i+1)
+				for i, at := range tt.giveUpAt {
 					want := answer{resp: (i + 1) * 10, at: latency}
 					if at > 0 {
-						want = answer{err: context.DeadlineExceeded, at: at * time.Millisecond}
+						want = answer{err: context.DeadlineExceeded, at: at}
 					}
-					if tt.wantCancel != 0 && at <= 0 {
-						t.Fatalf("bad case: batch ctx ends but caller %d never gives up", i+1)
-					}
-					if got != want {
+					if got := cs.answer(t, i+1); got != want {
 						t.Errorf("Do(%d) = %+v, want %+v", i+1, got, want)
 					}
 				}
