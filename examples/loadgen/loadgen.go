@@ -36,6 +36,9 @@ type Config struct {
 	// other's reply; zero means 1.
 	Turns int
 	// Think is the pause between a reply and the session's next message.
+	// A session answers the server's pings only while it waits for a
+	// reply, so keep Think well under the server's heartbeat (25 s by
+	// default; two missed pongs close the connection).
 	Think time.Duration
 	// Ramp spreads the sessions' starts evenly over this time; zero starts
 	// them all at once.
