@@ -59,8 +59,9 @@ type GuardConfig[T any] struct {
 	HalfOpenProbes uint32
 	// Permanent reports errors that retrying cannot fix, such as a
 	// malformed request. They end the call at once and count as breaker
-	// successes, since the backend answered. Nil means every error may be
-	// retried.
+	// successes, since the backend answered. It is asked once per failed
+	// attempt, on the calling goroutine, holding no lock; it should be
+	// quick. Nil means every error may be retried.
 	Permanent func(err error) bool
 	// Fallback, if set, answers a call that the breaker refuses (see
 	// ErrOpen); err is that refusal. Its result is returned with
