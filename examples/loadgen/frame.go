@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"strconv"
+	"unicode/utf8"
 )
 
 // This file holds the client side of the parley.v1 wire protocol (see the
@@ -155,16 +156,27 @@ func (s *jsonString) UnmarshalJSON(b []byte) error {
 		return errNotString
 	}
 	inner := b[1 : len(b)-1]
-	if bytes.IndexByte(inner, '\\') < 0 {
+	if plainASCII(inner) {
 		s.b, s.set = append(s.b[:0], inner...), true
 		return nil
 	}
-	var str string // rare: escapes need the real decoder
+	var str string // rare: escapes and UTF-8 need the real decoder
 	if err := json.Unmarshal(b, &str); err != nil {
 		return err
 	}
 	s.b, s.set = append(s.b[:0], str...), true
 	return nil
+}
+
+// plainASCII reports whether a JSON string's content is ASCII without
+// escapes, and so decodes to itself.
+func plainASCII(b []byte) bool {
+	for _, c := range b {
+		if c == '\\' || c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *jsonString) reset() { s.b, s.set = s.b[:0], false }

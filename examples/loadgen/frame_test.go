@@ -77,6 +77,7 @@ func TestDecode(t *testing.T) {
 		{"state", `{"type":"state","state":"PAUSE"}`, typeState, "", "", 0, nan, false},
 		{"unknown type", `{"type":"typing","id":"m1"}`, typeUnknown, "m1", "", 0, nan, false},
 		{"escaped id", `{"type":"reply","id":"m\u0031\"x"}`, typeReply, `m1"x`, "", 0, nan, false},
+		{"invalid UTF-8 id", "{\"type\":\"reply\",\"id\":\"m\xdb\"}", typeReply, "m\uFFFD", "", 0, nan, false},
 		{"null id", `{"type":"reply","id":null}`, typeReply, "", "", 0, nan, false},
 		{"number id", `{"type":"reply","id":1}`, typeReply, "", "", 0, nan, true},
 		{"not JSON", `{"type":"reply",`, typeUnknown, "", "", 0, nan, true},
