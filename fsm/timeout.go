@@ -203,9 +203,8 @@ func (w *Wheel[K]) run() {
 		}
 		w.mu.Lock()
 		now := time.Now().UnixNano()
-		left := w.core.advance(w.nowTick(now), maxMoves)
-		batch = w.core.take(batch[:0], maxBatch, w.epoch, w.res)
-		more := left == 0 || !w.core.readyEmpty()
+		var more bool
+		batch, more = w.core.round(w.nowTick(now), batch[:0], w.epoch, w.res)
 		var sleep time.Duration
 		switch n, ok := w.core.next(); {
 		case more:
@@ -503,6 +502,20 @@ func (c *wheelCore[K]) advance(now int64, budget int) int {
 }
 
 func (c *wheelCore[K]) readyEmpty() bool { return c.link(readyList).next == readyList }
+
+// round does one bounded round of the wheel's work towards tick now: it
+// delivers what is ready, or if nothing is, advances first. It appends at
+// most maxBatch expiries to dst, and reports whether there is more to do.
+// Draining the ready list before advancing further keeps it short, so the
+// entries it holds are still in cache when they are delivered.
+func (c *wheelCore[K]) round(now int64, dst []Expiry[K], epoch, res int64) ([]Expiry[K], bool) {
+	advanced, left := c.readyEmpty(), 0
+	if advanced {
+		left = c.advance(now, maxMoves)
+	}
+	dst = c.take(dst, len(dst)+maxBatch, epoch, res)
+	return dst, !advanced || left == 0 || !c.readyEmpty()
+}
 
 // take appends up to max due entries from the ready list to dst, disarming
 // them. Expiry times are epoch + tick*res.

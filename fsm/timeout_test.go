@@ -62,11 +62,17 @@ func (w *simWheel) remove(i int32) {
 }
 
 // advance moves both to tick now, with the core working in rounds of at
-// most budget moves, and checks the deliveries.
+// most budget moves and batch deliveries (with budget 0, the wheel's own
+// rounds), and checks the deliveries.
 func (w *simWheel) advance(now int64, budget, batch int) {
 	w.t.Helper()
 	var got []Expiry[int32]
-	for {
+	if budget == 0 {
+		for more := true; more; {
+			got, more = w.c.round(now, got, 0, 1)
+		}
+	}
+	for budget > 0 {
 		left := w.c.advance(now, budget)
 		got = w.c.take(got, len(got)+batch, 0, 1)
 		if left > 0 && w.c.readyEmpty() {
@@ -145,8 +151,8 @@ func (w *simWheel) run(ops []byte) {
 			if i, ok := pick(a); ok {
 				w.remove(i)
 			}
-		default: // advance, in small rounds now and then
-			budget, batch := 1<<20, 1<<20
+		default: // advance in the wheel's rounds, or in small ones
+			budget, batch := 0, 0
 			if a&1 == 1 {
 				budget, batch = 1+int(b%3), 1+int(b%5)
 			}
@@ -160,7 +166,7 @@ func (w *simWheel) run(ops []byte) {
 	}
 	// Drain everything still armed.
 	for len(w.m.due) > 0 {
-		w.advance(slices.Max(slicesValues(w.m.due)), 1<<20, 1<<20)
+		w.advance(slices.Max(slicesValues(w.m.due)), 0, 0)
 	}
 }
 
@@ -187,12 +193,12 @@ func TestWheelCoreHorizon(t *testing.T) {
 	w := newSimWheel(t)
 	i := w.add()
 	w.arm(i, 5*horizon) // filed at the horizon instead
-	w.advance(horizon-1, 1<<20, 1<<20)
-	w.advance(horizon, 1<<20, 1<<20)
+	w.advance(horizon-1, 0, 0)
+	w.advance(horizon, 0, 0)
 	// Ticks well past 2^32 still reconstruct from their low bits.
 	for k := range int64(5) {
 		w.arm(i, w.m.cur+horizon/2+k)
-		w.advance(w.m.cur+horizon/2+k, 1<<20, 1<<20)
+		w.advance(w.m.cur+horizon/2+k, 0, 0)
 	}
 	if w.c.cur <= 1<<32 {
 		t.Fatalf("cur = %d, want past 2^32", w.c.cur)
