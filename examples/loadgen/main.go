@@ -4,22 +4,25 @@
 //
 // Each session opens one connection, sends -turns messages one after the
 // other (the next after the reply and -think), retries a message the server
-// shed after the retry_after_ms it asked for, and checks that every reply
-// carries the id of the message it is waiting for: a reply to an id it
-// already had answered is a dup, one to an id it never sent (another
-// session's, say) is crossed, and a message never answered is lost. While
-// it runs, a progress line goes to stderr every second; at the end one
-// summary line goes to stdout:
+// shed after the retry_after_ms it asked for, then sends an end frame and
+// reads on until the server closes (or a second passes). Every reply and
+// error frame must carry the id of the message the session is waiting for:
+// a second answer to a message counts as dup, an answer to an id the
+// session never sent (another session's, say) as crossed, and a message
+// never answered (within -timeout) as lost. While it runs, a progress line
+// goes to stderr every second; at the end one summary line goes to stdout:
 //
 //	loadgen sessions=<n> turns=<n> turns_per_s=<f> p50_ms=<f> p99_ms=<f> overhead_p99_ms=<f> errors=<n> shed=<n> lost=<n> dup=<n> crossed=<n> server_rss_mb=<f>
 //
 // Latency runs from sending the answered attempt of a message to its reply;
 // overhead is latency minus the model_ms the server reports for the reply;
-// turns_per_s is answered turns over the time from the start to the last
-// answer; server_rss_mb is the peak of the server's
+// turns_per_s is answered turns over the time from the start (ramp
+// included) to the last answer; server_rss_mb is the peak of the server's
 // process_resident_memory_bytes (in 10^6 bytes), read from its metrics
 // every second, or NaN when they could not be read. -report writes an HTML
-// page with latency over time, a latency histogram and turns/s over time.
+// page with latency over time, a latency histogram and turns/s over time;
+// it loads the ECharts script from a CDN unless -echarts names a local copy
+// to embed.
 //
 // Usage:
 //
