@@ -45,6 +45,10 @@ type WheelConfig struct {
 // up it is filed again by its new deadline. Moving it earlier refiles it
 // at once.
 //
+// Deadlines are instants of the system's wall clock, like those a
+// [Session] computes: if the clock jumps forward, deadlines it skipped are
+// delivered at once; if it jumps back, they wait for it to catch up.
+//
 // Wheel is safe for concurrent use by multiple goroutines and must not be
 // copied. The zero value is invalid; use [NewWheel], and Close it to stop
 // its goroutine.
@@ -168,10 +172,11 @@ func (w *Wheel[K]) Len() int {
 	return w.core.armed
 }
 
-// Close stops the wheel's goroutine and waits for it to exit, including
-// any expired call in progress. No expired call starts after Close returns.
-// Close is idempotent and safe to call concurrently; the other methods keep
-// working on the stopped wheel, but nothing is delivered any more.
+// Close stops the wheel's goroutine and waits for it to exit: an expired
+// call in progress finishes, and no other starts once Close has been
+// called. Close is idempotent and safe to call concurrently; the other
+// methods keep working on the stopped wheel, but nothing is delivered any
+// more.
 func (w *Wheel[K]) Close() {
 	w.closeOnce.Do(func() { close(w.done) })
 	<-w.exited
