@@ -13,6 +13,10 @@
 // context's error at once, and the batch call's own context is cancelled
 // only when every caller in the batch has given up, so no caller's
 // cancellation fails another's request.
+//
+// [Batcher.Do] waits for its result; [Batcher.Submit] takes a callback
+// instead, for hosts that cannot afford a parked goroutine per request
+// while the backend works.
 package batch
 
 import (
@@ -214,7 +218,8 @@ type call[Req, Resp any] struct {
 	resp       Resp
 	err        error
 	state      atomic.Int32
-	done       chan struct{} // capacity 1; receives once when resp and err are set
+	done       chan struct{}     // capacity 1; receives once when resp and err are set
+	cb         func(Resp, error) // set by Submit: called instead of signalling done
 	prev, next *call[Req, Resp]
 	bt         *batchCtx // the call's batch once dispatched
 	arrived    time.Time // when Do was called
@@ -270,29 +275,10 @@ func (b *Batcher[Req, Resp]) Do(ctx context.Context, req Req) (Resp, error) {
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
-	c := b.calls.Get().(*call[Req, Resp])
-	c.req = req
-	c.arrived = time.Now()
-
-	b.mu.Lock()
-	switch {
-	case b.closing:
-		b.mu.Unlock()
-		b.recycle(c)
-		return zero, ErrClosed
-	case b.queue.n < b.cfg.QueueSize: // then no one is blocked either
-		b.enqueueLocked(c)
-		b.dispatchLocked(c.arrived)
-	case b.cfg.FailFast:
-		b.rejected++
-		b.mu.Unlock()
-		b.recycle(c)
-		return zero, ErrFull
-	default:
-		c.state.Store(statePending)
-		b.blocked.push(c)
+	c, err := b.accept(req, nil, !b.cfg.FailFast)
+	if err != nil {
+		return zero, err
 	}
-	b.mu.Unlock()
 
 	if done := ctx.Done(); done != nil {
 		select {
@@ -304,6 +290,59 @@ func (b *Batcher[Req, Resp]) Do(ctx context.Context, req Req) (Resp, error) {
 		<-c.done
 	}
 	return b.result(c)
+}
+
+// Submit queues req for the next batch without waiting for it: done is
+// called exactly once with req's result or error, as [Batcher.Do] would
+// return them, after req's batch call returns. It suits hosts that must not
+// park a goroutine per request while the backend works, such as a chat
+// server with thousands of sessions each waiting for a model call.
+//
+// Submit never blocks. It returns [ErrFull] when the queue is full (whatever
+// [Config.FailFast] says) and [ErrClosed] once Close has begun; done is then
+// never called. A submitted request cannot be withdrawn, and its batch
+// call's context is never cancelled on its account. [Batcher.Close] answers
+// every submitted request before it returns.
+//
+// done runs on one of the batcher's worker goroutines, outside the
+// batcher's lock, before that worker starts its next batch call, so it must
+// not block: hand anything slow to another goroutine. It may call Submit,
+// but must not call Do or Close, which could wait for this very worker.
+func (b *Batcher[Req, Resp]) Submit(req Req, done func(Resp, error)) error {
+	_, err := b.accept(req, done, false)
+	return err
+}
+
+// accept takes req (with its callback cb, if submitted) into the queue and
+// returns its call. When the queue is full, block parks the call among the
+// blocked callers; otherwise accept refuses it with ErrFull. Once Close has
+// begun it refuses with ErrClosed.
+func (b *Batcher[Req, Resp]) accept(req Req, cb func(Resp, error), block bool) (*call[Req, Resp], error) {
+	c := b.calls.Get().(*call[Req, Resp])
+	c.req, c.cb = req, cb
+	c.arrived = time.Now()
+
+	b.mu.Lock()
+	var err error
+	switch {
+	case b.closing:
+		err = ErrClosed
+	case b.queue.n < b.cfg.QueueSize: // then no one is blocked either
+		b.enqueueLocked(c)
+		b.dispatchLocked(c.arrived)
+	case !block:
+		b.rejected++
+		err = ErrFull
+	default:
+		c.state.Store(statePending)
+		b.blocked.push(c)
+	}
+	b.mu.Unlock()
+	if err != nil {
+		b.recycle(c)
+		return nil, err
+	}
+	return c, nil
 }
 
 // giveUp withdraws c, whose caller's ctx has ended, wherever it is.
@@ -350,7 +389,7 @@ func (b *Batcher[Req, Resp]) result(c *call[Req, Resp]) (Resp, error) {
 func (b *Batcher[Req, Resp]) recycle(c *call[Req, Resp]) {
 	var zeroReq Req
 	var zeroResp Resp
-	c.req, c.resp, c.err, c.bt = zeroReq, zeroResp, nil, nil
+	c.req, c.resp, c.err, c.bt, c.cb = zeroReq, zeroResp, nil, nil, nil
 	c.state.Store(statePending)
 	b.calls.Put(c)
 }
@@ -500,9 +539,14 @@ func (b *Batcher[Req, Resp]) run(bt *batch[Req, Resp], reqs []Req, calls []*call
 		case resps != nil:
 			c.resp = resps[i]
 		}
-		if c.state.CompareAndSwap(stateDispatched, stateDone) {
+		switch {
+		case c.cb != nil: // submitted: answered here, never abandoned
+			cb, resp, cerr := c.cb, c.resp, c.err
+			b.recycle(c)
+			cb(resp, cerr)
+		case c.state.CompareAndSwap(stateDispatched, stateDone):
 			c.done <- struct{}{}
-		} else {
+		default:
 			b.recycle(c) // its caller gave up
 		}
 	}
