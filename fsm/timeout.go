@@ -14,7 +14,9 @@ type Expiry[K comparable] struct {
 	// Time is when the deadline came due: the first multiple of the
 	// wheel's resolution at or after the deadline last armed. Hand it to
 	// [Session.Expire], which fires the timeout only if the session's own
-	// deadline is at or before Time.
+	// deadline is at or before Time. (A deadline more than 2^31 ticks
+	// ahead, 24 days at 1ms, is delivered early, at that horizon: Expire
+	// finds it not due, and arming the session again files it anew.)
 	Time time.Time
 }
 
