@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"maps"
 	"math"
 	"slices"
+	"sync"
 )
 
 // The encoded record, as the cold tiers store it (every integer a uvarint,
@@ -29,39 +29,66 @@ const (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // encode returns r encoded with sequence number seq.
-func (r *Record) encode(seq uint64) []byte {
+func (r *Record) encode(seq uint64) []byte { return r.appendEncoded(nil, seq) }
+
+// appendEncoded appends r, encoded with sequence number seq, to b.
+func (r *Record) appendEncoded(b []byte, seq uint64) []byte {
 	d := r.data()
 	size := len(codecMagic) + 1 + len(r.key.Tenant) + len(r.key.ID) + len(d.snapshot) +
 		len(d.system.Text) + 8*binary.MaxVarintLen64 + crcSize
-	for i := range d.n {
-		t := d.at(i)
-		size += len(t.Role) + len(t.Text) + 3*binary.MaxVarintLen32
+	turns := d.segments()
+	for _, seg := range turns {
+		for i := range seg {
+			size += len(seg[i].Role) + len(seg[i].Text) + 3*binary.MaxVarintLen32
+		}
 	}
-	for name, v := range d.slots {
-		size += len(name) + len(v) + 2*binary.MaxVarintLen32
+	for _, s := range d.slots {
+		size += len(s.name) + len(s.value) + 2*binary.MaxVarintLen32
 	}
-	b := make([]byte, 0, size)
+	b = slices.Grow(b, size)
+	start := len(b)
 	b = append(b, codecMagic...)
 	b = append(b, codecVersion)
 	b = appendString(b, r.key.Tenant)
 	b = appendString(b, r.key.ID)
 	b = binary.AppendUvarint(b, seq)
-	b = appendString(b, string(d.snapshot))
+	b = binary.AppendUvarint(b, uint64(len(d.snapshot)))
+	b = append(b, d.snapshot...)
 	b = appendString(b, d.system.Text)
 	b = binary.AppendUvarint(b, uint64(d.system.Tokens))
 	b = binary.AppendUvarint(b, uint64(d.n))
-	for i := range d.n {
-		t := d.at(i)
-		b = appendString(b, string(t.Role))
-		b = appendString(b, t.Text)
-		b = binary.AppendUvarint(b, uint64(t.Tokens))
+	for _, seg := range turns {
+		for i := range seg {
+			t := &seg[i]
+			b = appendString(b, string(t.Role))
+			b = appendString(b, t.Text)
+			b = binary.AppendUvarint(b, uint64(t.Tokens))
+		}
 	}
 	b = binary.AppendUvarint(b, uint64(len(d.slots)))
-	for _, name := range slices.Sorted(maps.Keys(d.slots)) {
-		b = appendString(b, name)
-		b = appendString(b, d.slots[name])
+	for _, s := range d.slots {
+		b = appendString(b, s.name)
+		b = appendString(b, s.value)
 	}
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli))
+}
+
+// encBuffers recycles the buffers records are encoded into, from Put until
+// the cold tier has the record, sparing the allocator a record-sized buffer
+// per Put.
+var encBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledBuffer bounds the buffers kept for reuse, so that one huge
+// record does not pin its buffer.
+const maxPooledBuffer = 64 << 10
+
+// releaseBuffer returns a buffer taken from encBuffers once nothing refers
+// to its contents any more.
+func releaseBuffer(p *[]byte, b []byte) {
+	if cap(b) <= maxPooledBuffer {
+		*p = b[:0]
+		encBuffers.Put(p)
+	}
 }
 
 func appendString(b []byte, s string) []byte {
@@ -117,10 +144,13 @@ func decodeRecord(data []byte, w *Window) (*Record, error) {
 	}
 	r.d.n = len(r.d.ring)
 	if ns := dec.length(2); ns > 0 {
-		r.d.slots = make(map[string]string, ns)
+		r.d.slots = make([]kv, 0, ns)
 		for range ns {
-			name := dec.str()
-			r.d.slots[name] = dec.str()
+			s := kv{name: dec.str(), value: dec.str()}
+			if n := len(r.d.slots); n > 0 && r.d.slots[n-1].name >= s.name && dec.err == nil {
+				dec.err = fmt.Errorf("slot %q out of order", s.name)
+			}
+			r.d.slots = append(r.d.slots, s)
 		}
 	}
 	if dec.err == nil && dec.off != len(dec.s) {

@@ -59,7 +59,8 @@ type Cold interface {
 	// Write returns an error when it cannot tell that every write was
 	// applied or refused; the store then retries the whole batch later,
 	// which the rules above make harmless. On a nil return every Err is
-	// nil or ErrStale.
+	// nil or ErrStale. Write must not keep Data after it returns: the
+	// store reuses the memory.
 	Write(ctx context.Context, ws []Write) error
 }
 

@@ -19,8 +19,9 @@
 // Writers on different processes cannot lose each other's updates: each
 // Put moves the record's sequence number forward by one, and the cold tier
 // refuses a write whose sequence number is not newer than the stored one
-// ([ErrStale], returned by Put when the conflict is visible locally and
-// passed to [Config.OnWriteError] when the cold tier finds it).
+// ([ErrStale], returned by Put while the other version still waits to be
+// written, and passed to [Config.OnWriteError] when the cold tier finds
+// it).
 package ctxstore
 
 import (
@@ -189,7 +190,8 @@ type entry struct {
 	// queue: the cold tier must apply the Delete first, or the Put could be
 	// refused by the record the Delete was meant to remove.
 	afterDelete bool
-	enc         []byte // the encoded record, until the cold tier has it
+	enc         []byte  // the encoded record, until the cold tier has it
+	buf         *[]byte // enc's buffer, from encBuffers
 }
 
 // load is one cold load that concurrent misses of a key wait for.
@@ -291,8 +293,10 @@ func (s *Store) cached(sh *shard, k Key, h uint64) (*entry, error) {
 	if sh.closed {
 		return nil, ErrClosed
 	}
-	if sl := sh.slots[k]; sl != nil {
-		return sl.e, nil
+	if len(sh.slots) > 0 { // usually not: writes wait only milliseconds
+		if sl := sh.slots[k]; sl != nil {
+			return sl.e, nil
+		}
 	}
 	if e, ok := s.hot.Get(h); ok && e.rec.key == k {
 		return e, nil
@@ -397,9 +401,11 @@ func (s *Store) hotTTL(expires time.Time) time.Duration {
 // forward by one. The record is visible to Gets at once and reaches the
 // cold tier shortly after (see Flush).
 //
-// Put returns an error wrapping ErrStale, and stores nothing, if this
-// process already holds a version of the session as new as the one r
-// would become (another writer Put since r was read); ErrTooLarge if the
+// If another writer Put the session since r was read, r is stale. Put
+// returns an error wrapping ErrStale, and stores nothing, when the other
+// version is still waiting for the cold tier; otherwise the cold tier
+// refuses r's write, the store drops r's version so that Gets read the
+// other one, and [Config.OnWriteError] is told. Put returns ErrTooLarge if the
 // encoded record exceeds [Config.MaxRecordBytes]; ErrBadKey for a record
 // without a valid key. While the write-behind buffer is full, Put waits
 // for room; if ctx ends first it returns an error wrapping ErrBacklog and
@@ -409,13 +415,16 @@ func (s *Store) Put(ctx context.Context, r *Record) error {
 		return err
 	}
 	next := r.seq + 1
-	enc := r.encode(next)
+	buf := encBuffers.Get().(*[]byte)
+	enc := r.appendEncoded(*buf, next)
 	if len(enc) > s.cfg.MaxRecordBytes {
+		releaseBuffer(buf, enc)
 		return fmt.Errorf("%w: %s encodes to %d bytes, limit %d", ErrTooLarge, r.key, len(enc), s.cfg.MaxRecordBytes)
 	}
 	rec := r.share()
 	rec.seq, rec.win = next, &s.cfg.Window
-	if err := s.stage(ctx, &entry{rec: rec, enc: enc}); err != nil {
+	if err := s.stage(ctx, &entry{rec: rec, enc: enc, buf: buf}); err != nil {
+		releaseBuffer(buf, enc)
 		return err
 	}
 	r.seq = next
@@ -440,22 +449,23 @@ func (s *Store) stage(ctx context.Context, e *entry) error {
 	h := s.hash(k)
 	sh := &s.shards[h%numShards]
 	for {
-		room := s.progressChan() // before checking for room: no wakeup is missed
 		sh.mu.Lock()
-		cur, err := s.cached(sh, k, h)
-		if err != nil {
+		if sh.closed {
 			sh.mu.Unlock()
-			return err
+			return ErrClosed
 		}
-		if !e.deleted && cur != nil && !cur.deleted && cur.rec.seq >= e.rec.seq {
-			sh.mu.Unlock()
-			return fmt.Errorf("%w: %s: Put of seq %d, this process holds seq %d", ErrStale, k, e.rec.seq, cur.rec.seq)
-		}
+		// Only a waiting version is checked: looking in the hot tier too
+		// would cost a Put as much again, and the cold tier refuses a stale
+		// write anyway (see OnWriteError).
 		sl := sh.slots[k]
+		if sl != nil && !e.deleted && !sl.e.deleted && sl.e.rec.seq >= e.rec.seq {
+			sh.mu.Unlock()
+			return fmt.Errorf("%w: %s: Put of seq %d, seq %d is waiting for the cold tier", ErrStale, k, e.rec.seq, sl.e.rec.seq)
+		}
 		if sl == nil {
 			if !s.reserve() {
 				sh.mu.Unlock()
-				if err := s.waitRoom(ctx, room); err != nil {
+				if err := s.waitRoom(ctx); err != nil {
 					return err
 				}
 				continue
@@ -471,11 +481,9 @@ func (s *Store) stage(ctx context.Context, e *entry) error {
 			sl.queued = true
 			s.enqueue(k)
 		}
-		if e.deleted {
-			s.hot.Del(h)
-		} else {
-			s.hot.SetWithTTL(h, e, int64(len(e.enc)), s.cfg.HotTTL)
-		}
+		// The hot tier is left alone: Gets read the slot first, and the
+		// write-behind goroutine moves the version to the hot tier once it
+		// is cold, off the caller's path.
 		sh.mu.Unlock()
 		select {
 		case s.wake <- struct{}{}:
@@ -498,8 +506,12 @@ func (s *Store) reserve() bool {
 	}
 }
 
-// waitRoom waits for the write-behind goroutine to make progress.
-func (s *Store) waitRoom(ctx context.Context, room <-chan struct{}) error {
+// waitRoom waits for the write-behind buffer to have room.
+func (s *Store) waitRoom(ctx context.Context) error {
+	room := s.progressChan()
+	if s.dirty.Load() < int64(s.cfg.MaxPending) {
+		return nil // room was made before we took the channel
+	}
 	select {
 	case <-room:
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -76,28 +77,62 @@ func TestPutGetDelete(t *testing.T) {
 	})
 }
 
-func TestPutStaleLocally(t *testing.T) {
+// TestStaleWriter has two writers Put versions of a session read at the
+// same sequence number: while the first waits for the cold tier, the
+// second's Put fails with ErrStale; once it is cold, the cold tier refuses
+// the second, which OnWriteError reports, and Gets read the first.
+func TestStaleWriter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newStore(t, &Memory{}, Config{})
+		cold := &testCold{Cold: &Memory{}}
+		var (
+			mu    sync.Mutex
+			stale []string
+		)
+		s := newStore(t, cold, Config{OnWriteError: func(k Key, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if errors.Is(err, ErrStale) {
+				stale = append(stale, k.String())
+			}
+		}})
+		ctx := context.Background()
 		mustPut(t, s, fill(s.NewRecord("acme", "s1"), "v1"))
+		mustFlush(t, s)
+
+		release := cold.hold()
+		occupy(t, s) // so that what follows waits in the queue
 		a, b := mustGet(t, s, "acme", "s1"), mustGet(t, s, "acme", "s1")
 		a.SetSlot("by", "a")
 		b.SetSlot("by", "b")
 		mustPut(t, s, a)
-		err := s.Put(context.Background(), b)
-		if !errors.Is(err, ErrStale) {
-			t.Fatalf("second writer's Put = %v, want ErrStale", err)
+		if err := s.Put(ctx, b); !errors.Is(err, ErrStale) {
+			t.Fatalf("second writer's Put while the first waits = %v, want ErrStale", err)
 		}
 		if b.Seq() != 1 {
 			t.Errorf("a refused Put moved Seq to %d, want 1", b.Seq())
 		}
-		// A brand-new record for an existing session is stale too.
-		if err := s.Put(context.Background(), s.NewRecord("acme", "s1")); !errors.Is(err, ErrStale) {
-			t.Errorf("Put of a new record over seq 2 = %v, want ErrStale", err)
+		if err := s.Put(ctx, s.NewRecord("acme", "s1")); !errors.Is(err, ErrStale) {
+			t.Errorf("Put of a new record over a waiting seq 2 = %v, want ErrStale", err)
+		}
+		release()
+		mustFlush(t, s)
+
+		// Now the first writer's version is cold: the stale Put is
+		// accepted, refused by the cold tier and reported.
+		if err := s.Put(ctx, b); err != nil {
+			t.Fatalf("stale Put after the first was written = %v, want nil (the cold tier decides)", err)
 		}
 		mustFlush(t, s)
+		mu.Lock()
+		if want := []string{"acme:s1"}; !slices.Equal(stale, want) {
+			t.Errorf("OnWriteError stale reports = %v, want %v", stale, want)
+		}
+		mu.Unlock()
 		if v, _ := mustGet(t, s, "acme", "s1").Slot("by"); v != "a" {
 			t.Errorf("slot by = %q, want a (the first writer's)", v)
+		}
+		if st := s.Stats(); st.Stale != 1 {
+			t.Errorf("stats %+v, want 1 stale", st)
 		}
 	})
 }

@@ -157,8 +157,12 @@ func (c *testCold) Write(ctx context.Context, ws []Write) error {
 	if err := c.Cold.Write(ctx, ws); err != nil {
 		return err
 	}
+	kept := slices.Clone(ws)
+	for i := range kept {
+		kept[i].Data = nil // the store reuses it
+	}
 	c.mu.Lock()
-	c.batches = append(c.batches, slices.Clone(ws))
+	c.batches = append(c.batches, kept)
 	c.mu.Unlock()
 	return nil
 }

@@ -3,8 +3,8 @@ package ctxstore
 import (
 	"cmp"
 	"iter"
-	"maps"
 	"slices"
+	"strings"
 )
 
 // Role says who spoke a turn.
@@ -96,8 +96,16 @@ type recData struct {
 	system   Turn
 	ring     []Turn // the window's turns, oldest at head, wrapping around
 	head, n  int
-	tokens   int // sum of the turns' Tokens, not counting the system prompt
-	slots    map[string]string
+	tokens   int  // sum of the turns' Tokens, not counting the system prompt
+	slots    []kv // sorted by name; few, so a slice beats a map
+}
+
+// kv is one named string slot of a record.
+type kv struct{ name, value string }
+
+// find returns the index of the named slot, or where it would go.
+func (d *recData) find(name string) (int, bool) {
+	return slices.BinarySearchFunc(d.slots, name, func(s kv, name string) int { return strings.Compare(s.name, name) })
 }
 
 // emptyData stands in for the contents of a zero Record.
@@ -157,9 +165,11 @@ func (r *Record) Turn(i int) Turn {
 func (r *Record) Turns() iter.Seq[Turn] {
 	d := r.data()
 	return func(yield func(Turn) bool) {
-		for i := range d.n {
-			if !yield(d.at(i)) {
-				return
+		for _, seg := range d.segments() {
+			for _, t := range seg {
+				if !yield(t) {
+					return
+				}
 			}
 		}
 	}
@@ -174,23 +184,29 @@ func (r *Record) Tokens() int {
 
 // Slot returns the value of the named slot and whether it is set.
 func (r *Record) Slot(name string) (string, bool) {
-	v, ok := r.data().slots[name]
-	return v, ok
+	d := r.data()
+	if i, ok := d.find(name); ok {
+		return d.slots[i].value, true
+	}
+	return "", false
 }
 
 // SetSlot sets the named slot to value.
 func (r *Record) SetSlot(name, value string) {
 	d := r.own()
-	if d.slots == nil {
-		d.slots = make(map[string]string)
+	if i, ok := d.find(name); ok {
+		d.slots[i].value = value
+	} else {
+		d.slots = slices.Insert(d.slots, i, kv{name, value})
 	}
-	d.slots[name] = value
 }
 
 // DeleteSlot removes the named slot.
 func (r *Record) DeleteSlot(name string) {
-	if _, ok := r.data().slots[name]; ok {
-		delete(r.own().slots, name)
+	if _, ok := r.data().find(name); ok {
+		d := r.own()
+		i, _ := d.find(name)
+		d.slots = slices.Delete(d.slots, i, i+1)
 	}
 }
 
@@ -198,8 +214,8 @@ func (r *Record) DeleteSlot(name string) {
 func (r *Record) Slots() iter.Seq2[string, string] {
 	slots := r.data().slots
 	return func(yield func(string, string) bool) {
-		for _, name := range slices.Sorted(maps.Keys(slots)) {
-			if !yield(name, slots[name]) {
+		for _, s := range slots {
+			if !yield(s.name, s.value) {
 				return
 			}
 		}
@@ -244,13 +260,10 @@ func (d *recData) clone() *recData {
 		snapshot: d.snapshot,
 		system:   d.system,
 		tokens:   d.tokens,
-		slots:    maps.Clone(d.slots),
+		slots:    slices.Clone(d.slots),
 	}
 	if d.n > 0 {
-		c.ring = make([]Turn, d.n, max(d.n, 4))
-		for i := range d.n {
-			c.ring[i] = d.at(i)
-		}
+		c.ring = d.appendTurns(make([]Turn, 0, d.n))
 		c.n = d.n
 	}
 	return c
@@ -259,6 +272,22 @@ func (d *recData) clone() *recData {
 // at returns the i'th turn, oldest first.
 func (d *recData) at(i int) Turn { return d.ring[(d.head+i)%len(d.ring)] }
 
+// segments returns the turns, oldest first, as the two runs of the ring
+// they occupy (the second empty unless they wrap around).
+func (d *recData) segments() [2][]Turn {
+	end := d.head + d.n
+	if end <= len(d.ring) {
+		return [2][]Turn{d.ring[d.head:end], nil}
+	}
+	return [2][]Turn{d.ring[d.head:], d.ring[:end-len(d.ring)]}
+}
+
+// appendTurns appends the turns, oldest first, to dst.
+func (d *recData) appendTurns(dst []Turn) []Turn {
+	seg := d.segments()
+	return append(append(dst, seg[0]...), seg[1]...)
+}
+
 // push appends t, making room first by dropping the oldest turn if the
 // window is at MaxTurns, or by doubling the ring (up to MaxTurns) if full.
 func (d *recData) push(t Turn, w *Window) {
@@ -266,11 +295,8 @@ func (d *recData) push(t Turn, w *Window) {
 		d.pop()
 	}
 	if d.n == len(d.ring) {
-		grown := make([]Turn, cmp.Or(min(2*len(d.ring), w.MaxTurns), 1))
-		for i := range d.n {
-			grown[i] = d.at(i)
-		}
-		d.ring, d.head = grown, 0
+		grown := d.appendTurns(make([]Turn, 0, cmp.Or(min(2*len(d.ring), w.MaxTurns), 1)))
+		d.ring, d.head = grown[:cap(grown)], 0
 	}
 	d.ring[(d.head+d.n)%len(d.ring)] = t
 	d.n++

@@ -59,21 +59,35 @@ func NewRedis(c redis.UniversalClient, cfg RedisConfig) *Redis {
 	return &Redis{c: c, cfg: cfg, prefix: cfg.Prefix}
 }
 
-// writeScript applies one write if its sequence number (ARGV[1], decimal)
-// moves forward, or repeats the stored one with the same data. Sequence
-// numbers are compared as decimal strings (length, then bytes), which is
-// exact for all of uint64 where Lua's numbers are not.
+// writeScript applies a write to each KEYS[i], with ARGV[3i-2] its
+// sequence number (decimal), ARGV[3i-1] its data and ARGV[3i] its TTL in
+// milliseconds, if the sequence number moves forward or repeats the stored
+// one with the same data; it returns 1 (applied) or 0 (refused) per key.
+// Sequence numbers compare as decimal strings (length, then bytes), which
+// is exact for all of uint64 where Lua's numbers are not. One call carries
+// many keys because the call, not the work, is most of a script's cost.
 var writeScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], 's')
-if cur then
-  local seq = ARGV[1]
-  if #cur > #seq or (#cur == #seq and cur > seq) then return 0 end
-  if cur == seq and redis.call('HGET', KEYS[1], 'd') ~= ARGV[2] then return 0 end
+local res = {}
+for i, key in ipairs(KEYS) do
+  local seq, data = ARGV[3*i-2], ARGV[3*i-1]
+  local cur = redis.call('HGET', key, 's')
+  if cur and (#cur > #seq or (#cur == #seq and (cur > seq or
+      (cur == seq and redis.call('HGET', key, 'd') ~= data)))) then
+    res[i] = 0
+  else
+    redis.call('HSET', key, 's', seq, 'd', data)
+    redis.call('PEXPIRE', key, ARGV[3*i])
+    res[i] = 1
+  end
 end
-redis.call('HSET', KEYS[1], 's', ARGV[1], 'd', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
+return res
 `)
+
+// scriptKeys is the most keys one writeScript call carries: enough to make
+// the call's cost small per key, few enough (about 0.2 ms of work) not to
+// hold up the server's other clients. A Cluster client sends one key per
+// call, as the keys of one call must share a hash slot.
+const scriptKeys = 64
 
 // loadScript returns the record and its remaining TTL in one step.
 var loadScript = redis.NewScript(`
@@ -114,16 +128,18 @@ func (r *Redis) Load(ctx context.Context, k Key) ([]byte, time.Time, error) {
 	return []byte(data), expires, nil
 }
 
-// Write implements [Cold.Write] with one pipeline for the whole batch.
+// Write implements [Cold.Write] with one pipeline for the whole batch:
+// runs of writes go in writeScript calls of up to 64 keys, deletes as DEL,
+// in the batch's order.
 func (r *Redis) Write(ctx context.Context, ws []Write) error {
 	for attempt := 0; ; attempt++ {
-		cmds := r.pipeline(ctx, ws)
-		err := cmds.exec(ctx)
+		b := r.pipeline(ctx, ws)
+		_, err := b.pipe.Exec(ctx)
 		if err == nil {
-			return cmds.results(ws)
+			return b.results(ws)
 		}
 		// A restarted server has forgotten the script: load it and go again.
-		if attempt == 0 && cmds.noScript() {
+		if attempt == 0 && b.noScript() {
 			if err := writeScript.Load(ctx, r.c).Err(); err != nil {
 				return fmt.Errorf("ctxstore: redis script load: %w", err)
 			}
@@ -136,31 +152,46 @@ func (r *Redis) Write(ctx context.Context, ws []Write) error {
 // redisBatch is one batch of writes queued on a pipeline.
 type redisBatch struct {
 	pipe redis.Pipeliner
-	cmds []redis.Cmder
+	cmds []redisCmd
+}
+
+// redisCmd is a command of a batch and the writes it carries: ws[first:end].
+type redisCmd struct {
+	cmd        redis.Cmder
+	first, end int
 }
 
 func (r *Redis) pipeline(ctx context.Context, ws []Write) *redisBatch {
-	b := &redisBatch{pipe: r.c.Pipeline(), cmds: make([]redis.Cmder, len(ws))}
-	for i, w := range ws {
-		key := r.key(w.Key)
-		if w.Data == nil {
-			b.cmds[i] = b.pipe.Del(ctx, key)
+	perCall := scriptKeys
+	if _, ok := r.c.(*redis.ClusterClient); ok {
+		perCall = 1
+	}
+	b := &redisBatch{pipe: r.c.Pipeline()}
+	for i := 0; i < len(ws); {
+		if ws[i].Data == nil {
+			b.cmds = append(b.cmds, redisCmd{b.pipe.Del(ctx, r.key(ws[i].Key)), i, i + 1})
+			i++
 			continue
 		}
-		ttl := max(w.TTL.Milliseconds(), 1)
-		b.cmds[i] = writeScript.EvalSha(ctx, b.pipe, []string{key}, strconv.FormatUint(w.Seq, 10), w.Data, ttl)
+		end := i
+		for end < len(ws) && end-i < perCall && ws[end].Data != nil {
+			end++
+		}
+		keys := make([]string, 0, end-i)
+		args := make([]any, 0, 3*(end-i))
+		for _, w := range ws[i:end] {
+			keys = append(keys, r.key(w.Key))
+			args = append(args, strconv.FormatUint(w.Seq, 10), w.Data, max(w.TTL.Milliseconds(), 1))
+		}
+		b.cmds = append(b.cmds, redisCmd{writeScript.EvalSha(ctx, b.pipe, keys, args...), i, end})
+		i = end
 	}
 	return b
 }
 
-func (b *redisBatch) exec(ctx context.Context) error {
-	_, err := b.pipe.Exec(ctx)
-	return err
-}
-
 func (b *redisBatch) noScript() bool {
 	for _, c := range b.cmds {
-		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
 			return true
 		}
 	}
@@ -169,15 +200,24 @@ func (b *redisBatch) noScript() bool {
 
 // results sets each write's Err from its script's reply.
 func (b *redisBatch) results(ws []Write) error {
-	for i, c := range b.cmds {
-		ws[i].Err = nil
-		if c, ok := c.(*redis.Cmd); ok {
-			applied, err := c.Int64()
-			if err != nil {
-				return fmt.Errorf("ctxstore: redis write %s: %w", ws[i].Key, err)
-			}
-			if applied == 0 {
-				ws[i].Err = ErrStale
+	for _, c := range b.cmds {
+		for i := c.first; i < c.end; i++ {
+			ws[i].Err = nil
+		}
+		cmd, ok := c.cmd.(*redis.Cmd)
+		if !ok {
+			continue // a DEL
+		}
+		applied, err := cmd.Int64Slice()
+		if err == nil && len(applied) != c.end-c.first {
+			err = fmt.Errorf("%d replies for %d keys", len(applied), c.end-c.first)
+		}
+		if err != nil {
+			return fmt.Errorf("ctxstore: redis write %s: %w", ws[c.first].Key, err)
+		}
+		for i, a := range applied {
+			if a == 0 {
+				ws[c.first+i].Err = ErrStale
 			}
 		}
 	}

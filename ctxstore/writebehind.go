@@ -16,35 +16,82 @@ const (
 	retryMax = time.Second
 )
 
+// inflightBatches is how many batches may be on their way to the cold tier
+// at once. With two, the write-behind goroutine takes the next batch and
+// finishes the last one while the cold tier works on the current one.
+// They are written one after the other, so writes of a key stay in order.
+const inflightBatches = 2
+
 // batch is one cold write in progress.
 type batch struct {
-	keys []Key
-	ws   []Write
-	es   []*entry // the version each write carries (nil for a Delete put before its Put)
-	deq  uint64   // the queue's deq count once this batch was taken
+	keys  []Key
+	ws    []Write
+	items []batchItem // one per write
+	deq   uint64      // the queue's deq count once this batch was taken
+	ok    bool        // written; false if Close gave up first
+}
+
+// batchItem is what finish needs to know about one write of a batch.
+type batchItem struct {
+	e  *entry // the version written; nil for a Delete put before its Put
+	sl *slot  // the key's slot: it stays in the map until finish removes it
+	h  uint64
 }
 
 // writeBehind is the store's write-behind goroutine: it writes whatever is
 // queued, a batch at a time, until Close has been called and the queue is
-// empty, or Close gives up.
+// empty, or Close gives up. It hands batches to a writer goroutine of its
+// own, which writes them in order, retrying each until it succeeds.
 func (s *Store) writeBehind() {
 	defer close(s.stopped)
-	var b batch
-	for {
-		if !s.take(&b) {
-			select {
-			case <-s.wake:
-			case <-s.closing:
-				if s.queueLen() == 0 {
-					return
-				}
+	toWrite := make(chan *batch, inflightBatches)
+	written := make(chan *batch, inflightBatches)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for b := range toWrite {
+			b.ok = s.write(b)
+			written <- b
+			if !b.ok {
+				return
 			}
+		}
+	}()
+	defer func() {
+		close(toWrite)
+		<-writerDone
+	}()
+
+	free := make([]*batch, inflightBatches)
+	for i := range free {
+		free[i] = new(batch)
+	}
+	for {
+		if n := len(free); n > 0 && s.take(free[n-1]) {
+			toWrite <- free[n-1]
+			free = free[:n-1]
 			continue
 		}
-		if !s.write(&b) {
-			return
+		var wake, closing <-chan struct{}
+		if len(free) > 0 {
+			wake = s.wake
 		}
-		s.finish(&b)
+		if len(free) == inflightBatches {
+			closing = s.closing
+		}
+		select {
+		case b := <-written:
+			if !b.ok {
+				return
+			}
+			s.finish(b)
+			free = append(free, b)
+		case <-wake:
+		case <-closing:
+			if s.queueLen() == 0 {
+				return
+			}
+		}
 	}
 }
 
@@ -70,9 +117,11 @@ func (s *Store) take(b *batch) bool {
 	b.deq = s.deq
 	s.qmu.Unlock()
 
-	b.ws, b.es = b.ws[:0], b.es[:0]
+	clear(b.items) // drop references to written versions
+	b.ws, b.items = b.ws[:0], b.items[:0]
 	for _, k := range b.keys {
-		sh := &s.shards[s.hash(k)%numShards]
+		h := s.hash(k)
+		sh := &s.shards[h%numShards]
 		sh.mu.Lock()
 		sl := sh.slots[k]
 		sl.queued = false // a Put from now on queues the key again
@@ -80,10 +129,10 @@ func (s *Store) take(b *batch) bool {
 		sh.mu.Unlock()
 		if e.afterDelete {
 			b.ws = append(b.ws, Write{Key: k})
-			b.es = append(b.es, nil)
+			b.items = append(b.items, batchItem{sl: sl, h: h})
 		}
 		b.ws = append(b.ws, Write{Key: k, Seq: e.rec.seq, Data: e.enc, TTL: s.cfg.TTL})
-		b.es = append(b.es, e)
+		b.items = append(b.items, batchItem{e: e, sl: sl, h: h})
 	}
 	return n > 0
 }
@@ -116,30 +165,47 @@ func (s *Store) write(b *batch) bool {
 }
 
 // finish retires the versions b wrote. A session whose newest version is
-// now cold leaves the buffer; first the hot tier is made to hold that
-// version or nothing, since ristretto applies Sets asynchronously and may
-// drop or refuse them (so a Get falls back to the cold tier, not to an
-// older copy).
+// now cold leaves the buffer, and its version moves to the hot tier. Since
+// ristretto applies Sets asynchronously and may drop or refuse them, the
+// hot tier is then checked to hold that version or nothing (so that a Get
+// falls back to the cold tier, never to an older copy) before the slot,
+// which Gets read first, goes.
 func (s *Store) finish(b *batch) {
+	for i, it := range b.items {
+		if it.e == nil || it.e.deleted || b.ws[i].Err != nil {
+			continue
+		}
+		sh := &s.shards[it.h%numShards]
+		sh.mu.Lock()
+		if it.sl.e == it.e {
+			s.hot.SetWithTTL(it.h, it.e, int64(len(it.e.enc)), s.cfg.HotTTL)
+		}
+		sh.mu.Unlock()
+	}
 	s.hot.Wait() // apply every Set made so far
-	for i := range b.ws {
-		w, e := &b.ws[i], b.es[i]
-		if e == nil {
+	for i, it := range b.items {
+		if it.e == nil {
 			continue // the Delete before an afterDelete Put
 		}
+		w := &b.ws[i]
 		stale := errors.Is(w.Err, ErrStale)
-		h := s.hash(w.Key)
-		sh := &s.shards[h%numShards]
+		sh := &s.shards[it.h%numShards]
 		sh.mu.Lock()
-		if sl := sh.slots[w.Key]; sl != nil && sl.e == e {
-			if v, ok := s.hot.Get(h); ok && (v != e || stale) {
-				s.hot.Del(h)
+		if it.sl.e == it.e {
+			if v, ok := s.hot.Get(it.h); ok && v != it.e {
+				s.hot.Del(it.h)
 			}
 			delete(sh.slots, w.Key)
 			sh.gen++
 			s.dirty.Add(-1)
 		}
-		e.enc = nil // written: only the decoded record stays hot
+		// Written: only the decoded record stays hot, and the buffer can
+		// serve another Put.
+		if it.e.buf != nil {
+			releaseBuffer(it.e.buf, it.e.enc)
+		}
+		it.e.enc, it.e.buf = nil, nil
+		w.Data = nil
 		sh.mu.Unlock()
 		if stale {
 			s.stats.stale.Add(1)

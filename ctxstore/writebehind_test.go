@@ -12,6 +12,22 @@ import (
 	"time"
 )
 
+// occupy Puts one filler record per batch the write-behind goroutine may
+// have in flight, while the cold tier is held, so that what is Put next
+// waits in the queue. It returns the fillers' names as written() shows
+// them, one batch each.
+func occupy(t *testing.T, s *Store) [][]string {
+	t.Helper()
+	var batches [][]string
+	for i := range inflightBatches {
+		id := fmt.Sprint("filler", i)
+		mustPut(t, s, s.NewRecord("acme", id))
+		synctest.Wait() // taken and handed to the (held) writer
+		batches = append(batches, []string{id + "@1"})
+	}
+	return batches
+}
+
 // TestWriteBehindBatchesAndCoalesces holds the cold tier while one batch
 // is in flight: what arrives meanwhile forms the next batches, at most
 // MaxBatch records each, and repeated Puts of a waiting session leave one
@@ -21,8 +37,7 @@ func TestWriteBehindBatchesAndCoalesces(t *testing.T) {
 		cold := &testCold{Cold: &Memory{}}
 		s := newStore(t, cold, Config{MaxBatch: 4})
 		release := cold.hold()
-		mustPut(t, s, s.NewRecord("acme", "first"))
-		synctest.Wait() // the write-behind goroutine holds a batch of one
+		fillers := occupy(t, s)
 
 		hot := s.NewRecord("acme", "hot")
 		for range 5 {
@@ -32,21 +47,20 @@ func TestWriteBehindBatchesAndCoalesces(t *testing.T) {
 		for i := range 6 {
 			mustPut(t, s, s.NewRecord("acme", fmt.Sprint("k", i)))
 		}
-		if got := s.Stats().Pending; got != 8 {
-			t.Errorf("Pending = %d, want 8 sessions", got)
+		if got, want := s.Stats().Pending, inflightBatches+7; got != want {
+			t.Errorf("Pending = %d, want %d sessions", got, want)
 		}
 		release()
 		mustFlush(t, s)
-		want := [][]string{
-			{"first@1"},
-			{"hot@5", "k0@1", "k1@1", "k2@1"},
-			{"k3@1", "k4@1", "k5@1"},
-		}
+		want := append(fillers,
+			[]string{"hot@5", "k0@1", "k1@1", "k2@1"},
+			[]string{"k3@1", "k4@1", "k5@1"},
+		)
 		if got := cold.written(); !slices.EqualFunc(got, want, slices.Equal) {
 			t.Errorf("batches written = %v, want %v", got, want)
 		}
-		if st := s.Stats(); st.Batches != 3 || st.Written != 8 || st.Pending != 0 {
-			t.Errorf("stats %+v, want 3 batches, 8 written, none pending", st)
+		if st := s.Stats(); st.Batches != uint64(len(want)) || st.Written != uint64(inflightBatches+7) || st.Pending != 0 {
+			t.Errorf("stats %+v, want %d batches, %d written, none pending", st, len(want), inflightBatches+7)
 		}
 	})
 }
@@ -84,8 +98,7 @@ func TestDeleteThenPutInOneBatch(t *testing.T) {
 		}
 		mustFlush(t, s)
 		release := cold.hold()
-		mustPut(t, s, s.NewRecord("acme", "other"))
-		synctest.Wait()
+		occupy(t, s)
 		ctx := context.Background()
 		if err := s.Delete(ctx, "acme", "s1"); err != nil {
 			t.Fatal(err)
@@ -116,9 +129,9 @@ func TestBackpressure(t *testing.T) {
 		cold := &testCold{Cold: &Memory{}}
 		s := newStore(t, cold, Config{MaxPending: 3})
 		release := cold.hold()
-		for i := range 3 {
+		occupy(t, s)
+		for i := range 3 - inflightBatches {
 			mustPut(t, s, s.NewRecord("acme", fmt.Sprint(i)))
-			synctest.Wait() // the first is in flight, the others queued
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -130,7 +143,7 @@ func TestBackpressure(t *testing.T) {
 			t.Errorf("Get of the refused Put = %v, want ErrNotFound", err)
 		}
 		// Coalescing takes no room.
-		r := mustGet(t, s, "acme", "2")
+		r := mustGet(t, s, "acme", "0")
 		r.SetSlot("x", "y")
 		mustPut(t, s, r)
 
@@ -148,7 +161,7 @@ func TestBackpressure(t *testing.T) {
 		}
 		mustFlush(t, s)
 		if st := s.Stats(); st.Pending != 0 || st.Written != 4 {
-			t.Errorf("stats %+v, want 4 written, none pending", st)
+			t.Errorf("stats %+v, want 4 written (3 sessions and the one that waited), none pending", st)
 		}
 	})
 }
