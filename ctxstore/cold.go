@@ -77,6 +77,7 @@ type Expirer interface {
 }
 
 // Write is one record write (or delete) in a batch passed to [Cold.Write].
+// The zero Write deletes the zero (invalid) key.
 type Write struct {
 	Key  Key
 	Seq  uint64        // the record's sequence number; only moves forward

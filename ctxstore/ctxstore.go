@@ -115,8 +115,9 @@ func (c Config) withDefaults() Config {
 // Store is a two-tier record store. See the package documentation for the
 // guarantees.
 //
-// New starts one write-behind goroutine, and one more to watch expiries
-// if the cold tier is an [Expirer]; Close stops them. The zero Store is
+// New starts two write-behind goroutines (one takes and retires batches,
+// the other writes them), and one more to watch expiries if the cold tier
+// is an [Expirer]; Close stops them. The zero Store is
 // invalid; use [New]. A Store is safe for concurrent use by multiple
 // goroutines.
 type Store struct {
@@ -181,8 +182,9 @@ type slot struct {
 }
 
 // entry is one version of a record, as the hot tier and the write-behind
-// buffer hold it. Its fields never change after it is shared, except enc,
-// which only the write-behind goroutine touches.
+// buffer hold it. Its fields never change after it is shared, except enc
+// and buf, which the write-behind goroutines clear once the cold tier has
+// the record.
 type entry struct {
 	rec     Record // shares its contents; a copy is handed to each Get
 	deleted bool   // a Delete waiting for the cold tier
@@ -205,8 +207,8 @@ type counters struct {
 	hits, misses, coldLoads, written, batches, stale, coldErrors, expiryEvents atomic.Uint64
 }
 
-// Stats is a snapshot of a Store's counters, for metrics. The hit ratio
-// is Hits / (Hits + Misses).
+// Stats is a snapshot of a Store's counters, for metrics; the zero Stats
+// is all zeros. The hit ratio is Hits / (Hits + Misses).
 type Stats struct {
 	Hits         uint64 // Gets answered from memory (hot tier or write-behind buffer)
 	Misses       uint64 // Gets that had to wait for the cold tier

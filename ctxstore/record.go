@@ -7,7 +7,8 @@ import (
 	"strings"
 )
 
-// Role says who spoke a turn.
+// Role says who spoke a turn. The zero Role is the empty string, which the
+// store keeps as it is.
 type Role string
 
 // The roles of the reference dialogue. Hosts may use others.
@@ -17,7 +18,8 @@ const (
 	RoleAssistant Role = "assistant"
 )
 
-// Turn is one message in a session's context window.
+// Turn is one message in a session's context window. The zero Turn is an
+// empty message with no role.
 type Turn struct {
 	Role   Role
 	Text   string
@@ -79,8 +81,10 @@ var defaultWindow = Window{}.withDefaults()
 // Records come from [Store.NewRecord] and [Store.Get] and go back with
 // [Store.Put]. A Record is a private copy: changing it changes nothing in
 // the store until Put, and copies share memory until one of them is changed
-// (copy on write), so Get costs no copying. The zero Record has no key and
-// cannot be Put. A Record is not safe for concurrent use.
+// (copy on write), so Get costs no copying; the first change to a record
+// fresh from Get or Put copies its window and slots once. The zero Record
+// has no key, uses the default Window and cannot be Put. A Record is not
+// safe for concurrent use.
 type Record struct {
 	key   Key
 	seq   uint64

@@ -330,6 +330,11 @@ func TestRedisFault(t *testing.T) {
 	if got := s.Stats().Pending; got == 0 {
 		t.Fatal("nothing pending during the outage")
 	}
+	for _, r := range recs[:10] { // served from memory meanwhile
+		if got := mustGet(t, s, "acme", r.Key().ID); got.Seq() != r.Seq() {
+			t.Fatalf("Get during the outage = seq %d, want %d", got.Seq(), r.Seq())
+		}
+	}
 	srv.start()
 	for range 5 {
 		put(round)
