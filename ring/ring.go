@@ -1,0 +1,503 @@
+// Package ring provides Buffer, a bounded first-in, first-out queue that
+// hands items from a producer goroutine to a consumer goroutine and pushes
+// back on the producer when it is full.
+//
+// A Buffer decouples a connection's reader from the worker that serves it:
+// when the worker falls behind, [Buffer.Push] blocks, so backpressure reaches
+// the reader instead of memory growing or items being dropped. The consumer
+// should prefer [Buffer.PopBatch], which takes everything queued (up to the
+// length of its slice) under one lock acquisition; that is where a Buffer
+// gains most over a channel.
+//
+// A Buffer keeps no timestamps. To feed a queueing-delay detector (such as a
+// CoDel detector), stamp each item when it is pushed and subtract that stamp
+// from the time it is popped; see the sojourn example.
+package ring
+
+import (
+	"context"
+	"errors"
+	"math/bits"
+	"sync"
+	"time"
+)
+
+// ErrClosed is returned by Push and PushBatch once the Buffer is closed, and
+// by Pop and PopBatch once it is closed and every item pushed before Close
+// has been popped.
+var ErrClosed = errors.New("ring: buffer closed")
+
+// Buffer is a bounded FIFO queue of T with blocking, cancellable operations on
+// both sides. Its capacity is fixed by [New] and is a power of two.
+//
+// Concurrency: a Buffer is built for one producer goroutine, which calls
+// Push, TryPush and PushBatch, and one consumer goroutine, which calls Pop,
+// TryPop and PopBatch; "one" means one at a time, so a side may move between
+// goroutines that hand over to each other. Close, Len, Cap and Stats may be
+// called from any goroutine at any time. Several producers are also safe,
+// and each producer's items are popped in the order it pushed them. Several
+// consumers are safe in that every item is popped exactly once, but two
+// consumers may see items in either order. The performance figures in bench/
+// are for one producer and one consumer.
+//
+// The zero value is not usable; create Buffers with New. A Buffer must not be
+// copied after first use.
+type Buffer[T any] struct {
+	mu     sync.Mutex
+	closed bool
+	head   uint64 // items popped from buf; the next one is buf[head&mask]
+	tail   uint64 // items pushed into buf; the next free slot is buf[tail&mask]
+	buf    []T    // len(buf) is a power of two
+	cons   receivers[T]
+	prod   waiters
+
+	high        uint64        // most items held in buf at once
+	blocked     uint64        // producer waits for room
+	blockedTime time.Duration // total time producers waited for room
+}
+
+// New returns an empty, open Buffer that holds up to capacity items,
+// rounded up to the next power of two. Like make, it panics if capacity is
+// not positive (or too large to round up).
+func New[T any](capacity int) *Buffer[T] {
+	if capacity <= 0 || capacity > 1<<(bits.UintSize-2) {
+		panic("ring: capacity out of range")
+	}
+	return &Buffer[T]{buf: make([]T, 1<<bits.Len(uint(capacity-1)))}
+}
+
+// Cap returns the number of items the Buffer can hold.
+func (b *Buffer[T]) Cap() int { return len(b.buf) }
+
+// Len returns the number of items queued.
+func (b *Buffer[T]) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return int(b.tail - b.head)
+}
+
+// Stats is a snapshot of a Buffer's counters since New, for export as
+// metrics. Pushed-Popped is the number of items queued when it was taken.
+type Stats struct {
+	Pushed      uint64        // items accepted by Push, TryPush and PushBatch
+	Popped      uint64        // items returned by Pop, TryPop and PopBatch
+	Blocked     uint64        // times a producer found the Buffer full and waited
+	BlockedTime time.Duration // total time producers spent waiting for room
+	HighWater   int           // most items queued at once
+}
+
+// Stats returns a snapshot of the Buffer's counters. It costs one lock
+// acquisition and allocates nothing.
+func (b *Buffer[T]) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return Stats{
+		Pushed:      b.tail + b.cons.handoffs,
+		Popped:      b.head + b.cons.handoffs,
+		Blocked:     b.blocked,
+		BlockedTime: b.blockedTime,
+		HighWater:   int(b.high),
+	}
+}
+
+// Close closes the Buffer. Producers blocked in Push or PushBatch return
+// ErrClosed at once, keeping the items they had not yet enqueued, and later
+// pushes fail with ErrClosed. The consumer still pops every item queued
+// before Close, then gets ErrClosed. Close is idempotent and may be called
+// from any goroutine.
+func (b *Buffer[T]) Close() {
+	b.mu.Lock()
+	b.closed = true
+	k, ch := b.cons.n, b.cons.ch
+	b.cons.n = 0 // claim every parked consumer, to tell it
+	wp := b.producerWake()
+	b.mu.Unlock()
+	for range k {
+		ch <- delivery[T]{}
+	}
+	wake(wp)
+}
+
+// Push appends v, waiting while the Buffer is full. It returns nil once v is
+// queued; ErrClosed if the Buffer is or becomes closed before there is room;
+// or ctx.Err() if ctx is done first. On error v is not queued. ctx is only
+// consulted when Push has to wait, so a Push that finds room succeeds even
+// with a done ctx.
+func (b *Buffer[T]) Push(ctx context.Context, v T) error {
+	b.mu.Lock()
+	if b.plain() {
+		b.append(v)
+		b.mu.Unlock()
+		return nil
+	}
+	if b.full() && !b.closed {
+		if err := b.waitRoom(ctx); err != nil {
+			b.mu.Unlock()
+			return err
+		}
+	}
+	if b.closed {
+		b.closedUnlock()
+		return ErrClosed
+	}
+	b.putUnlock(v)
+	return nil
+}
+
+// TryPush appends v if there is room and the Buffer is open, and reports
+// whether it did. It never blocks.
+func (b *Buffer[T]) TryPush(v T) bool {
+	b.mu.Lock()
+	if b.closed || b.full() {
+		b.mu.Unlock()
+		return false
+	}
+	b.putUnlock(v)
+	return true
+}
+
+// PushBatch appends the items of vs in order, as many as fit under each lock
+// acquisition, waiting for room while the Buffer is full. It returns the
+// number of items queued, which is len(vs) when the error is nil. On
+// ErrClosed or a done ctx, vs[n:] were not queued and remain the caller's. An
+// empty vs returns 0, nil at once. As with Push, ctx is only consulted when
+// PushBatch has to wait.
+func (b *Buffer[T]) PushBatch(ctx context.Context, vs []T) (int, error) {
+	n := 0
+	for n < len(vs) {
+		b.mu.Lock()
+		if b.full() && !b.closed {
+			if err := b.waitRoom(ctx); err != nil {
+				b.mu.Unlock()
+				return n, err
+			}
+		}
+		if b.closed {
+			b.closedUnlock()
+			return n, ErrClosed
+		}
+		// Parked consumers mean an empty buf: hand them the first items.
+		h, ch := b.cons.claim(len(vs) - n)
+		k := b.put(vs[n+h:])
+		wp := b.producerWake()
+		b.mu.Unlock()
+		for _, v := range vs[n : n+h] {
+			ch <- delivery[T]{v, true}
+		}
+		wake(wp)
+		n += h + k
+	}
+	return n, nil
+}
+
+// Pop removes and returns the oldest item, waiting while the Buffer is empty.
+// It returns ErrClosed once the Buffer is closed and drained, or ctx.Err() if
+// ctx is done while it waits; on error no item is removed. ctx is only
+// consulted when Pop has to wait.
+func (b *Buffer[T]) Pop(ctx context.Context) (T, error) {
+	b.mu.Lock()
+	if b.empty() {
+		return b.receive(ctx)
+	}
+	v := b.shift()
+	b.poppedUnlock(1)
+	return v, nil
+}
+
+// TryPop removes and returns the oldest item if there is one; ok reports
+// whether there was. It never blocks.
+func (b *Buffer[T]) TryPop() (v T, ok bool) {
+	b.mu.Lock()
+	if b.empty() {
+		b.mu.Unlock()
+		return v, false
+	}
+	v = b.shift()
+	b.poppedUnlock(1)
+	return v, true
+}
+
+// PopBatch waits until at least one item is queued, then moves the oldest
+// items, up to len(dst), into dst under one lock acquisition and returns how
+// many it moved. It returns 0 and ErrClosed once the Buffer is closed and
+// drained, or 0 and ctx.Err() if ctx is done while it waits. Like an
+// io.Reader given an empty slice, it returns 0, nil at once when len(dst) is
+// 0 (including a nil dst). ctx is only consulted when PopBatch has to wait.
+func (b *Buffer[T]) PopBatch(ctx context.Context, dst []T) (int, error) {
+	if len(dst) == 0 {
+		return 0, nil
+	}
+	b.mu.Lock()
+	if !b.empty() {
+		return b.takeUnlock(dst), nil
+	}
+	v, err := b.receive(ctx)
+	if err != nil {
+		return 0, err
+	}
+	// A push handed v over; take what was queued behind it while this
+	// consumer was waking up, so that one call returns the whole burst.
+	dst[0] = v
+	if len(dst) == 1 {
+		return 1, nil
+	}
+	b.mu.Lock()
+	if b.empty() {
+		b.mu.Unlock()
+		return 1, nil
+	}
+	return 1 + b.takeUnlock(dst[1:]), nil
+}
+
+func (b *Buffer[T]) mask() uint64 { return uint64(len(b.buf) - 1) }
+func (b *Buffer[T]) full() bool   { return b.tail-b.head == uint64(len(b.buf)) }
+func (b *Buffer[T]) empty() bool  { return b.tail == b.head }
+
+// plain reports whether a push needs nothing but a free slot: the Buffer is
+// open and not full, and nobody is parked. b.mu must be held.
+func (b *Buffer[T]) plain() bool {
+	return b.tail-b.head < uint64(len(b.buf)) && !b.closed && b.cons.n == 0 && b.prod.n == 0
+}
+
+// append stores v in the free slot at the tail. b.mu must be held.
+func (b *Buffer[T]) append(v T) {
+	b.buf[b.tail&b.mask()] = v
+	b.tail++
+	b.high = max(b.high, b.tail-b.head)
+}
+
+// shift removes and returns the item at the head of a non-empty buf and
+// clears its slot so that the GC can reclaim what it held. b.mu must be held.
+func (b *Buffer[T]) shift() T {
+	i := b.head & b.mask()
+	v := b.buf[i]
+	var zero T
+	b.buf[i] = zero
+	b.head++
+	return v
+}
+
+// putUnlock queues v on an open Buffer with room, handing it straight to a
+// parked consumer if there is one, releases b.mu and wakes whoever must
+// know.
+func (b *Buffer[T]) putUnlock(v T) {
+	_, ch := b.cons.claim(1)
+	if ch == nil {
+		b.append(v)
+	}
+	wp := b.producerWake()
+	b.mu.Unlock()
+	if ch != nil {
+		ch <- delivery[T]{v, true}
+	}
+	wake(wp)
+}
+
+// put copies as many leading items of vs as fit into the free slots and
+// returns how many it copied. b.mu must be held.
+func (b *Buffer[T]) put(vs []T) int {
+	n := min(len(vs), len(b.buf)-int(b.tail-b.head))
+	i := int(b.tail & b.mask())
+	k := copy(b.buf[i:], vs[:n]) // up to the end of buf, then wrap
+	copy(b.buf, vs[k:n])
+	b.tail += uint64(n)
+	b.high = max(b.high, b.tail-b.head)
+	return n
+}
+
+// takeUnlock moves the oldest items of a non-empty buf, up to len(dst), into
+// dst, clears the slots they occupied, releases b.mu and returns how many it
+// moved.
+func (b *Buffer[T]) takeUnlock(dst []T) int {
+	n := min(len(dst), int(b.tail-b.head))
+	i := int(b.head & b.mask())
+	k := copy(dst[:n], b.buf[i:]) // up to the end of buf, then wrap
+	clear(b.buf[i : i+k])
+	clear(b.buf[:copy(dst[k:n], b.buf)])
+	b.head += uint64(n)
+	b.poppedUnlock(uint64(n))
+	return n
+}
+
+// poppedUnlock finishes a pop of n items from buf: it releases b.mu and
+// wakes a parked producer if the pop made room in a full Buffer. Only that
+// transition needs a wake-up, since producers park only on a full Buffer.
+// No consumer needs waking either: consumers park only on an empty Buffer.
+func (b *Buffer[T]) poppedUnlock(n uint64) {
+	var wp chan struct{}
+	if b.prod.n > 0 && b.tail-b.head+n == uint64(len(b.buf)) {
+		wp = b.producerWake()
+	}
+	b.mu.Unlock()
+	wake(wp)
+}
+
+// closedUnlock releases b.mu after a push that found the Buffer closed, and
+// passes the news on to another parked producer.
+func (b *Buffer[T]) closedUnlock() {
+	wp := b.producerWake()
+	b.mu.Unlock()
+	wake(wp)
+}
+
+// producerWake returns the channel to wake a parked producer on, or nil if
+// none is parked or none could make progress. With one producer it returns
+// nil unless that producer is parked; with several, a producer that pushes
+// uses it to pass a wake-up on while room remains. b.mu must be held.
+func (b *Buffer[T]) producerWake() chan struct{} {
+	if b.prod.n > 0 && (b.closed || !b.full()) {
+		return b.prod.token
+	}
+	return nil
+}
+
+// waitRoom parks the producer until the Buffer has room or is closed, and
+// records the wait in the Stats. b.mu is held on entry and on return.
+func (b *Buffer[T]) waitRoom(ctx context.Context) error {
+	start := time.Now()
+	b.blocked++
+	var err error
+	for b.full() && !b.closed && err == nil {
+		err = b.prod.park(ctx, &b.mu)
+	}
+	b.blockedTime += time.Since(start)
+	return err
+}
+
+// The parking paths. Each side parks on a channel of its own rather than on
+// a sync.Cond, because a channel receive can select on ctx.Done(): a parked
+// call needs no context.AfterFunc registration (an allocation and a
+// Broadcast for every park with a cancellable ctx), and nothing at all on
+// the fast path.
+//
+// Consumers park only on an empty Buffer, and a push that finds one parked
+// hands it the item through its channel instead of queueing it, as a channel
+// does with a waiting receiver: the woken consumer returns without taking
+// the mutex again. Producers park only on a full Buffer, which a healthy
+// system rarely sees, so they take the simpler path of a wake-up token and
+// the mutex again to push. Channels are made on a side's first park, so a
+// side that never waits costs no channel.
+//
+// BenchmarkPingPong in bench/ measures the choice against impl=ring-cond,
+// the same Buffer parked on two sync.Conds with context.AfterFunc.
+
+// A delivery is what a parked consumer receives: an item, or ok == false
+// when Close woke it.
+type delivery[T any] struct {
+	v  T
+	ok bool
+}
+
+// receivers is the consumers' parking place. n counts parked consumers not
+// yet claimed; a claim (under the Buffer's mutex) commits the claimer to
+// send one delivery on ch, which has room for one so that a claimer never
+// blocks while there is a single consumer. n rises only while the Buffer is
+// empty and open, and pushes claim rather than fill buf while n > 0, so
+// n > 0 implies an empty buf.
+type receivers[T any] struct {
+	n        int
+	ch       chan delivery[T]
+	handoffs uint64 // items handed straight to parked consumers, for Stats
+}
+
+// claim takes up to max parked consumers, each to be handed one item, and
+// returns how many it took and the channel to send the items on (nil if it
+// took none). The Buffer's mutex must be held.
+func (r *receivers[T]) claim(max int) (int, chan delivery[T]) {
+	k := min(r.n, max)
+	if k == 0 {
+		return 0, nil
+	}
+	r.n -= k
+	r.handoffs += uint64(k)
+	return k, r.ch
+}
+
+// receive parks the calling consumer on an empty Buffer until a push hands
+// it an item, Close wakes it or ctx is done. b.mu is held on entry and
+// released on return.
+func (b *Buffer[T]) receive(ctx context.Context) (T, error) {
+	var zero T
+	r := &b.cons
+	if b.closed {
+		b.mu.Unlock()
+		return zero, ErrClosed
+	}
+	if r.ch == nil {
+		r.ch = make(chan delivery[T], 1)
+	}
+	r.n++
+	ch := r.ch
+	b.mu.Unlock()
+	var d delivery[T]
+	if done := ctx.Done(); done == nil {
+		d = <-ch
+	} else {
+		select {
+		case d = <-ch:
+		case <-done:
+			b.mu.Lock()
+			left := r.n > 0 // unclaimed: leave, unless a push claimed us first
+			if left {
+				r.n--
+			}
+			b.mu.Unlock()
+			if left {
+				return zero, ctx.Err()
+			}
+			d = <-ch // we were claimed, so a delivery is on its way
+		}
+	}
+	if !d.ok {
+		return zero, ErrClosed
+	}
+	return d.v, nil
+}
+
+// waiters is the producers' parking place. n counts parked producers; a
+// token on the channel (room for one) means "look again": a woken producer
+// re-checks under the mutex and parks again if it must, so a stale token,
+// left by a producer that gave up on its ctx, costs one spurious wake-up and
+// never a wrong answer. Tokens are sent after unlocking and never block: if
+// the channel already holds one, a producer is bound to take it, and a
+// producer that pushes passes a token on while others could push too.
+type waiters struct {
+	n     int
+	token chan struct{}
+}
+
+// park registers the caller, releases mu, sleeps until a token arrives or ctx
+// is done, and takes mu again. It returns ctx.Err() if ctx ended the wait; a
+// caller woken by a token gets nil even if ctx is done too.
+func (w *waiters) park(ctx context.Context, mu *sync.Mutex) error {
+	if w.token == nil {
+		w.token = make(chan struct{}, 1)
+	}
+	w.n++
+	token := w.token
+	mu.Unlock()
+	var err error
+	if done := ctx.Done(); done == nil {
+		<-token
+	} else {
+		select {
+		case <-token:
+		case <-done:
+			err = ctx.Err()
+		}
+	}
+	mu.Lock()
+	w.n--
+	return err
+}
+
+// wake leaves a token on w if there is room; a full w already holds one.
+func wake(w chan struct{}) {
+	if w == nil {
+		return
+	}
+	select {
+	case w <- struct{}{}:
+	default:
+	}
+}
