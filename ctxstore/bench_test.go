@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -14,10 +15,14 @@ import (
 
 // record1K fills r to encode to about 1 KiB, the record size the targets
 // are set for: a system prompt, six turns, a snapshot and two slots.
-func record1K(r *Record) *Record {
+func record1K(r *Record) *Record { return recordWith(r, 6) }
+
+// recordWith fills r like record1K but with the given number of turns
+// (each about 130 bytes encoded).
+func recordWith(r *Record, turns int) *Record {
 	r.SetSystem(strings.Repeat("You are a helpful shop assistant. ", 5))
 	r.SetSnapshot([]byte("fsm:CHATTING:since=1732190000"))
-	for i := range 6 {
+	for i := range turns {
 		role := RoleUser
 		if i%2 == 1 {
 			role = RoleAssistant
@@ -343,4 +348,51 @@ func BenchmarkPutThenGet(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkHeap measures the Go heap a store holds for 10k sessions, to
+// size a server: every session Put, written to a Bolt file (which lives
+// outside the Go heap) and read back. heap-MiB and bytes/session count
+// everything the store keeps; hot is how many sessions the hot tier kept
+// within the default HotBytes (the others are read from the file).
+func BenchmarkHeap(b *testing.B) {
+	const n = 10000
+	ids := sessionIDs(n)
+	for _, size := range []struct {
+		name  string
+		turns int
+	}{{"1KiB", 6}, {"4KiB", 30}} {
+		b.Run(fmt.Sprintf("sessions=%d/record=%s", n, size.name), func(b *testing.B) {
+			var held, hot int
+			b.ReportAllocs()
+			for b.Loop() {
+				cold := openBolt(b, filepath.Join(b.TempDir(), "ctx.db"))
+				base := liveHeap()
+				s := benchStore(b, cold, Config{})
+				for _, id := range ids {
+					mustPut(b, s, recordWith(s.NewRecord("tenant", id), size.turns))
+				}
+				mustFlush(b, s)
+				before := s.Stats().ColdLoads
+				for _, id := range ids {
+					mustGet(b, s, "tenant", id)
+				}
+				hot = n - int(s.Stats().ColdLoads-before)
+				held = int(liveHeap() - base)
+				runtime.KeepAlive(s)
+			}
+			b.ReportMetric(float64(held)/(1<<20), "heap-MiB")
+			b.ReportMetric(float64(held)/n, "bytes/session")
+			b.ReportMetric(float64(hot), "hot")
+		})
+	}
+}
+
+// liveHeap returns the bytes of live heap objects after a full collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }

@@ -271,7 +271,8 @@ func (s *Store) flushed(target uint64) bool {
 // Close stops the store: from its start, Get, Put and Delete return
 // ErrClosed. It writes every acknowledged write to the cold tier, then
 // stops the store's goroutines. If ctx ends before the writes are done,
-// Close stops retrying, reports each unwritten session to
+// Close stops retrying (once a write in progress returns: a Redis client
+// gives up at its read timeout), reports each unwritten session to
 // [Config.OnWriteError] and returns an error saying how many there were.
 // Close may be called more than once and concurrently; every call waits
 // for the store to stop and returns the same result.
