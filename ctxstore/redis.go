@@ -234,12 +234,12 @@ const expiryFlags = "Kx"
 //
 // Unless [RedisConfig.KeepServerConfig] is set, it first enables the
 // events with CONFIG SET, and again whenever it resubscribes after losing
-// its connection (a restarted server forgets CONFIG SET). When they cannot be had (CONFIG is refused, as
-// managed services often do; the server publishes none; or c is a Cluster
-// client, whose events are per node) it logs that once, and the store
-// keeps working on its local TTLs, which never outlive 2/3 of the cold TTL.
-// Notifications lost while disconnected are likewise covered by the local
-// TTLs.
+// its connection (a restarted server forgets CONFIG SET). When the events
+// cannot be had (CONFIG is refused, as managed services often do; the
+// server publishes none; or c is a Cluster client, whose events are per
+// node) it logs that once, and the store keeps working on its local TTLs,
+// which never outlive 2/3 of the cold TTL. Notifications lost while
+// disconnected are likewise covered by the local TTLs.
 func (r *Redis) WatchExpiry(fn func(Key)) (stop func()) {
 	client, ok := r.c.(*redis.Client)
 	if !ok {
@@ -247,15 +247,17 @@ func (r *Redis) WatchExpiry(fn func(Key)) (stop func()) {
 		return func() {}
 	}
 	var warned bool
-	enable := func() {
+	enable := func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := r.enableExpiryEvents(ctx); err != nil && !warned {
+		err := r.enableExpiryEvents(ctx)
+		if err != nil && !warned {
 			warned = true
 			r.unavailable(err)
 		}
+		return err == nil
 	}
-	enable()
+	enabled := enable()
 	channel := fmt.Sprintf("__keyspace@%d__:", client.Options().DB)
 	ps := r.c.PSubscribe(context.Background(), channel+globEscape(r.prefix)+"*")
 	msgs := ps.ChannelWithSubscriptions()
@@ -268,9 +270,9 @@ func (r *Redis) WatchExpiry(fn func(Key)) (stop func()) {
 			case *redis.Subscription:
 				// After the first, a subscription means go-redis
 				// reconnected, maybe to a restarted server that has
-				// forgotten CONFIG SET.
-				if subscriptions++; subscriptions > 1 {
-					enable()
+				// forgotten CONFIG SET (or to one that was down at first).
+				if subscriptions++; subscriptions > 1 || !enabled {
+					enabled = enable()
 				}
 			case *redis.Message:
 				if m.Payload != "expired" {
