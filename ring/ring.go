@@ -45,8 +45,8 @@ var ErrClosed = errors.New("ring: buffer closed")
 type Buffer[T any] struct {
 	mu     sync.Mutex
 	closed bool
-	head   uint64 // items popped from buf; the next one is buf[head&mask]
-	tail   uint64 // items pushed into buf; the next free slot is buf[tail&mask]
+	head   uint64 // items popped; the next one is buf[head&mask]
+	tail   uint64 // items pushed; the next free slot is buf[tail&mask]
 	buf    []T    // len(buf) is a power of two
 	cons   receivers[T]
 	prod   waiters
@@ -83,7 +83,10 @@ type Stats struct {
 	Popped      uint64        // items returned by Pop, TryPop and PopBatch
 	Blocked     uint64        // times a producer found the Buffer full and waited
 	BlockedTime time.Duration // total time producers spent waiting for room
-	HighWater   int           // most items queued at once
+
+	// HighWater is the most items queued at once. An item that a push hands
+	// straight to a parked consumer is never queued.
+	HighWater int
 }
 
 // Stats returns a snapshot of the Buffer's counters. It costs one lock
@@ -92,8 +95,8 @@ func (b *Buffer[T]) Stats() Stats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return Stats{
-		Pushed:      b.tail + b.cons.handoffs,
-		Popped:      b.head + b.cons.handoffs,
+		Pushed:      b.tail,
+		Popped:      b.head,
 		Blocked:     b.blocked,
 		BlockedTime: b.blockedTime,
 		HighWater:   int(b.high),
@@ -177,7 +180,7 @@ func (b *Buffer[T]) PushBatch(ctx context.Context, vs []T) (int, error) {
 			return n, ErrClosed
 		}
 		// Parked consumers mean an empty buf: hand them the first items.
-		h, ch := b.cons.claim(len(vs) - n)
+		h, ch := b.claim(len(vs) - n)
 		k := b.put(vs[n+h:])
 		wp := b.producerWake()
 		b.mu.Unlock()
@@ -218,8 +221,8 @@ func (b *Buffer[T]) TryPop() (v T, ok bool) {
 }
 
 // PopBatch waits until at least one item is queued, then moves the oldest
-// items, up to len(dst), into dst under one lock acquisition and returns how
-// many it moved. It returns 0 and ErrClosed once the Buffer is closed and
+// items, up to len(dst), into dst and returns how many it moved. What is
+// queued is taken under one lock acquisition, so one call drains a burst. It returns 0 and ErrClosed once the Buffer is closed and
 // drained, or 0 and ctx.Err() if ctx is done while it waits. Like an
 // io.Reader given an empty slice, it returns 0, nil at once when len(dst) is
 // 0 (including a nil dst). ctx is only consulted when PopBatch has to wait.
@@ -281,7 +284,7 @@ func (b *Buffer[T]) shift() T {
 // parked consumer if there is one, releases b.mu and wakes whoever must
 // know.
 func (b *Buffer[T]) putUnlock(v T) {
-	_, ch := b.cons.claim(1)
+	_, ch := b.claim(1)
 	if ch == nil {
 		b.append(v)
 	}
@@ -395,22 +398,23 @@ type delivery[T any] struct {
 // empty and open, and pushes claim rather than fill buf while n > 0, so
 // n > 0 implies an empty buf.
 type receivers[T any] struct {
-	n        int
-	ch       chan delivery[T]
-	handoffs uint64 // items handed straight to parked consumers, for Stats
+	n  int
+	ch chan delivery[T]
 }
 
 // claim takes up to max parked consumers, each to be handed one item, and
 // returns how many it took and the channel to send the items on (nil if it
-// took none). The Buffer's mutex must be held.
-func (r *receivers[T]) claim(max int) (int, chan delivery[T]) {
-	k := min(r.n, max)
+// took none). The items count as pushed and popped at once: head and tail
+// both move, so buf stays empty. b.mu must be held.
+func (b *Buffer[T]) claim(max int) (int, chan delivery[T]) {
+	k := min(b.cons.n, max)
 	if k == 0 {
 		return 0, nil
 	}
-	r.n -= k
-	r.handoffs += uint64(k)
-	return k, r.ch
+	b.cons.n -= k
+	b.tail += uint64(k)
+	b.head += uint64(k)
+	return k, b.cons.ch
 }
 
 // receive parks the calling consumer on an empty Buffer until a push hands
