@@ -5,15 +5,20 @@
 //
 // # Wiring
 //
-// Each connection has a reader goroutine (the HTTP handler) and a worker
-// goroutine, joined by a [ring.Buffer]:
+// Each connection has a reader goroutine and a worker, joined by a
+// [ring.Buffer]:
 //
 //	reader --ring--> worker: fsm transition -> context window (ctxstore)
 //	    -> admission (backpressure) -> batch -> guarded model call -> reply
 //
 // The worker is the session's only writer of state and of data frames, so
-// a session's replies are ordered and never cross sessions. Idle timeouts
-// come from one shared fsm timer facility, not a timer per session.
+// a session's replies are ordered and never cross sessions. It is a run of
+// work rather than a parked goroutine: a run starts when a message (or an
+// idle timeout) arrives, hands the prompt to the batcher with
+// [batch.Batcher.Submit] and ends; the model's answer starts the next run,
+// which replies and carries on with the ring. While the model works, a
+// session holds only its reader goroutine, parked on a shallow stack. Idle
+// timeouts come from one shared [fsm.Wheel], not a timer per session.
 //
 // # Protocol
 //
@@ -53,11 +58,12 @@
 // an error frame the connection stays up. A frame larger than the frame
 // limit closes the connection with status 1009.
 //
-// Idempotency: the server remembers the ids it answered in a window per
-// session (kept with the session's context, so it survives reconnects and
-// restarts). A repeated id is answered from that memory, marked replay,
-// without calling the model again; a repeat of a message still being worked
-// on gets no second answer.
+// Idempotency: the server remembers the last ids it answered in each
+// session (8 by default, kept with the session's context, so they survive
+// reconnects and restarts). A repeated id is answered from that memory,
+// marked replay, without calling the model again, as long as the reply is
+// still in the session's context window. Errors are not remembered: a
+// message refused with an error may be sent again with the same id.
 //
 // Liveness: the server pings every heartbeat interval (25 s by default) and
 // drops a connection that misses two pongs in a row. A session idle in

@@ -212,3 +212,12 @@ func TestOpenAIErrors(t *testing.T) {
 		t.Error("NewOpenAI without a scheme = nil error, want one")
 	}
 }
+
+func BenchmarkEchoOverlap(b *testing.B) {
+	b.ReportAllocs()
+	user := "Which of the products we talked about fits a small team best?"
+	reply := "Noted, turn 7: tell me more about the products that fit a small team."
+	for b.Loop() {
+		echoOverlap(user, reply)
+	}
+}

@@ -1,0 +1,134 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// Subprotocol is the WebSocket subprotocol of the chat protocol.
+const Subprotocol = "parley.v1"
+
+// Frame types.
+const (
+	typeText  = "text"
+	typeEnd   = "end"
+	typeHello = "hello"
+	typeReply = "reply"
+	typeState = "state"
+	typeError = "error"
+)
+
+// Error codes sent in error frames.
+const (
+	codeBadRequest  = "bad_request"
+	codeTooLarge    = "too_large"
+	codeRateLimited = "rate_limited"
+	codeOverloaded  = "overloaded"
+	codeEnded       = "ended"
+	codeUnavailable = "unavailable"
+	codeInternal    = "internal"
+)
+
+// clientFrame is a frame from the client.
+type clientFrame struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+	Text string `json:"text"`
+}
+
+// Frame is a frame from the server. Fields a frame type does not use are
+// left out of its JSON.
+type Frame struct {
+	Type         string  `json:"type"`
+	ID           string  `json:"id,omitempty"`
+	Session      string  `json:"session,omitempty"`
+	State        string  `json:"state,omitempty"`
+	Text         string  `json:"text,omitempty"`
+	Resumed      bool    `json:"resumed,omitempty"`
+	Turns        int     `json:"turns,omitempty"`
+	ModelMS      float64 `json:"model_ms,omitempty"`
+	QueueMS      float64 `json:"queue_ms,omitempty"`
+	Fallback     bool    `json:"fallback,omitempty"`
+	Echo         bool    `json:"echo,omitempty"`
+	Replay       bool    `json:"replay,omitempty"`
+	Code         string  `json:"code,omitempty"`
+	Message      string  `json:"message,omitempty"`
+	RetryAfterMS int64   `json:"retry_after_ms,omitempty"`
+}
+
+// requestError is a client message the server refuses: it becomes an error
+// frame, and the connection stays up.
+type requestError struct {
+	id         string
+	code       string
+	msg        string
+	retryAfter time.Duration
+}
+
+func (e *requestError) Error() string { return e.code + ": " + e.msg }
+
+func (e *requestError) frame() Frame {
+	f := Frame{Type: typeError, ID: e.id, Code: e.code, Message: e.msg}
+	if e.retryAfter > 0 {
+		// Round up so a client that waits exactly this long is not early.
+		f.RetryAfterMS = int64((e.retryAfter + time.Millisecond - 1) / time.Millisecond)
+	}
+	return f
+}
+
+// errorFrame returns the error frame for err: its own when err is a
+// *requestError, an internal error otherwise.
+func errorFrame(id string, err error) Frame {
+	if re, ok := errors.AsType[*requestError](err); ok {
+		if re.id == "" {
+			re.id = id
+		}
+		return re.frame()
+	}
+	return Frame{Type: typeError, ID: id, Code: codeInternal, Message: "internal error"}
+}
+
+// parseClientFrame decodes and validates one client frame. maxText bounds
+// the text in bytes.
+func parseClientFrame(data []byte, maxText int) (clientFrame, error) {
+	var f clientFrame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return f, &requestError{code: codeBadRequest, msg: "malformed JSON: " + err.Error()}
+	}
+	if f.ID == "" {
+		return f, &requestError{code: codeBadRequest, msg: "every message needs an id"}
+	}
+	if len(f.ID) > maxIDLen {
+		return f, &requestError{id: f.ID[:maxIDLen], code: codeBadRequest, msg: fmt.Sprintf("id longer than %d bytes", maxIDLen)}
+	}
+	switch f.Type {
+	case typeText:
+		switch {
+		case len(f.Text) > maxText:
+			return f, &requestError{id: f.ID, code: codeTooLarge, msg: fmt.Sprintf("text is %d bytes, the limit is %d", len(f.Text), maxText)}
+		case !utf8.ValidString(f.Text):
+			return f, &requestError{id: f.ID, code: codeBadRequest, msg: "text is not valid UTF-8"}
+		case isBlank(f.Text):
+			return f, &requestError{id: f.ID, code: codeBadRequest, msg: "text is empty"}
+		}
+	case typeEnd:
+	default:
+		return f, &requestError{id: f.ID, code: codeBadRequest, msg: fmt.Sprintf("unknown message type %q", f.Type)}
+	}
+	return f, nil
+}
+
+// maxIDLen bounds a client message id.
+const maxIDLen = 128
+
+func isBlank(s string) bool {
+	for _, r := range s {
+		if r != ' ' && r != '\t' && r != '\n' && r != '\r' {
+			return false
+		}
+	}
+	return true
+}

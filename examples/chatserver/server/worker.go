@@ -1,0 +1,428 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/parley-go/parley/backpressure"
+	"github.com/parley-go/parley/ctxstore"
+	"github.com/parley-go/parley/fsm"
+)
+
+// kick makes sure a run of the session's worker will see the ring's items:
+// it starts one unless one exists. Whoever adds work (the reader, the
+// wheel, shut) kicks after adding it.
+func (ss *session) kick() {
+	if ss.running.CompareAndSwap(false, true) {
+		go ss.run()
+	}
+}
+
+// run is one run of the session's worker: it answers the ring's items in
+// order until the ring is empty, or until it hands a prompt to the model,
+// whose answer continues the work in a new run (see resume). The worker is
+// thus never parked while the model works.
+func (ss *session) run() {
+	for {
+		if ss.over {
+			return // finished; running stays set so no run starts again
+		}
+		if it, ok := ss.in.TryPop(); ok {
+			if ss.handle(&it) {
+				return // a model call is under way; resume continues
+			}
+			continue
+		}
+		if at := ss.pendingExpiry.Swap(0); at != 0 {
+			ss.expire(time.Unix(0, at))
+			continue
+		}
+		if ss.closing.Load() || ss.ended {
+			ss.finish()
+			return
+		}
+		// Going idle: work added after the empty TryPop kicks, but its
+		// kick may have seen running still set, so look once more.
+		ss.running.Store(false)
+		if ss.in.Len() == 0 && ss.pendingExpiry.Load() == 0 && !ss.closing.Load() {
+			return
+		}
+		if !ss.running.CompareAndSwap(false, true) {
+			return // another kick started a run
+		}
+	}
+}
+
+// finish stores the session and closes the connection, once the worker has
+// answered everything it accepted.
+func (ss *session) finish() {
+	ss.over = true
+	srv := ss.srv
+	srv.wheel.Remove(ss.entry)
+	srv.metrics.stateLeave(ss.dlg.State())
+	if !ss.ended {
+		ss.rec.SetSlot(dedupSlot, ss.answers.save())
+		ss.save()
+	}
+	close(ss.stored)
+	srv.mu.Lock()
+	draining := srv.draining
+	srv.mu.Unlock()
+	switch {
+	case ss.ended:
+		// close already said goodbye.
+	case ss.replaced.Load():
+		ss.conn.Close(statusReplaced, "session resumed on another connection")
+	case draining:
+		ss.conn.Close(websocket.StatusGoingAway, "server is shutting down")
+	default:
+		ss.conn.CloseNow()
+	}
+	// Anything the reader pushed after the session ended is refused, not
+	// silently dropped.
+	for {
+		it, ok := ss.in.TryPop()
+		if !ok {
+			break
+		}
+		if !it.expiry {
+			f, _ := parseClientFrame(it.data, ss.srv.cfg.MaxTextBytes)
+			ss.write(errorFrame(f.ID, &requestError{code: codeEnded, msg: "the session has ended"}))
+		}
+	}
+	close(ss.done)
+}
+
+// handle answers one item of the ring. It reports whether it handed a
+// prompt to the model, which then continues the worker's run.
+func (ss *session) handle(it *inbound) (waiting bool) {
+	if it.expiry {
+		if !ss.ended {
+			ss.expire(it.at)
+		}
+		return false
+	}
+	f, err := parseClientFrame(it.data, ss.srv.cfg.MaxTextBytes)
+	switch {
+	case it.binary:
+		err = &requestError{code: codeBadRequest, msg: "frames must be JSON text"}
+	case err == nil && ss.ended:
+		err = &requestError{id: f.ID, code: codeEnded, msg: "the session has ended"}
+	}
+	switch {
+	case err != nil:
+		ss.srv.metrics.badRequests.Inc()
+		ss.write(errorFrame(f.ID, err))
+	case f.Type == typeEnd:
+		ss.end(f.ID, "session ended by the user")
+	default:
+		return ss.turn(it.at, f)
+	}
+	return false
+}
+
+// expire applies a timeout that came due at at, unless activity made it
+// stale, and tells the client about the new state.
+func (ss *session) expire(at time.Time) {
+	tr, err := ss.dlg.Expire(at)
+	ss.srv.wheel.Arm(ss.entry, ss.dlg.Deadline())
+	if err != nil {
+		return // stale: a message moved the deadline
+	}
+	ss.srv.metrics.transition(tr.From, tr.To)
+	if tr.To == fsm.End {
+		ss.close("session ended after being idle")
+		return
+	}
+	ss.write(Frame{Type: typeState, State: tr.To.String()})
+}
+
+// end ends the session at the user's request.
+func (ss *session) end(id, reason string) {
+	tr, err := ss.dlg.Fire(fsm.Close, time.Now())
+	if err != nil {
+		ss.write(errorFrame(id, &requestError{code: codeEnded, msg: "the session has already ended"}))
+		return
+	}
+	ss.srv.metrics.transition(tr.From, tr.To)
+	ss.close(reason)
+}
+
+// close ends the session: its record is deleted, the client gets a final
+// state frame and a normal close with reason.
+func (ss *session) close(reason string) {
+	ss.ended = true
+	ss.srv.wheel.Arm(ss.entry, time.Time{})
+	ctx, cancel := context.WithTimeout(context.Background(), ss.srv.cfg.WriteTimeout)
+	defer cancel()
+	if err := ss.srv.store.Delete(ctx, ss.key.Tenant, ss.key.ID); err != nil {
+		ss.logf(slog.LevelError, "deleting ended session", "err", err)
+	}
+	ss.write(Frame{Type: typeState, State: fsm.End.String()})
+	ss.conn.Close(websocket.StatusNormalClosure, reason)
+}
+
+// turn starts answering one user message: state machine, admission,
+// context window, then the prompt goes to the model through the batcher.
+// It reports whether it did; the answer then arrives in resume.
+func (ss *session) turn(arrival time.Time, f clientFrame) (waiting bool) {
+	srv := ss.srv
+	id, text := f.ID, f.Text
+	if a, ok := ss.answers.get(id); ok {
+		ss.replay(a)
+		return false
+	}
+	now := time.Now()
+	tr, err := ss.dlg.Fire(fsm.Text, now)
+	srv.wheel.Arm(ss.entry, ss.dlg.Deadline())
+	if err != nil {
+		ss.write(errorFrame(id, &requestError{code: codeEnded, msg: "the session has ended"}))
+		return false
+	}
+	srv.metrics.transition(tr.From, tr.To)
+	if err := srv.admit(ss.key.ID, now); err != nil {
+		ss.write(errorFrame(id, err))
+		return false
+	}
+	ss.appendTurn(ctxstore.RoleUser, text)
+	req := &modelReq{session: ss, arrival: arrival, id: id, text: text, prompt: ss.prompt()}
+	if err := srv.submit(req); err != nil {
+		ss.logf(slog.LevelError, "model call refused", "id", id, "err", err)
+		ss.write(errorFrame(id, &requestError{code: codeUnavailable, msg: "the model queue is full", retryAfter: time.Second}))
+		return false
+	}
+	return true
+}
+
+// resume finishes a turn with the model's answer and carries on with the
+// session's work: it is the worker's next run.
+func (ss *session) resume(req *modelReq, a answer, err error) {
+	srv := ss.srv
+	if err == nil && echoOverlap(req.text, a.Text) >= srv.cfg.EchoThreshold {
+		srv.metrics.echoes.Inc()
+		if srv.cfg.EchoRegenerate && !req.regenerated {
+			req.regenerated, req.queued = true, a.Queue
+			if srv.submit(req) == nil {
+				return // the second answer resumes again
+			}
+		}
+		a.echo = true
+	}
+	if err != nil {
+		// Only a server shutting down gets here: model failures are
+		// answered by the fallback.
+		ss.logf(slog.LevelError, "model call", "id", req.id, "err", err)
+		ss.write(errorFrame(req.id, &requestError{code: codeUnavailable, msg: "the model call failed", retryAfter: time.Second}))
+	} else {
+		a.Queue += req.queued
+		ss.reply(req, a)
+	}
+	ss.run()
+}
+
+// reply stores the answer in the session's context and sends it.
+func (ss *session) reply(req *modelReq, a answer) {
+	ss.appendTurn(ctxstore.RoleAssistant, a.Text)
+	ss.save()
+	ans := answered{
+		ID:       req.id,
+		Turn:     ss.turns - 1,
+		ModelUS:  a.Service.Microseconds(),
+		QueueUS:  a.Queue.Microseconds(),
+		Fallback: a.fallback,
+		Echo:     a.echo,
+	}
+	ss.answers.put(ans)
+	ss.write(ss.replyFrame(ans, a.Text, false))
+	ss.srv.metrics.turnDone(a, time.Since(req.arrival).Seconds())
+	ss.logTurn(req, a)
+}
+
+// replay answers a repeated message id from the dedup window, if its reply
+// is still in the context window; otherwise the id is forgotten and the
+// message is answered as new.
+func (ss *session) replay(a answered) {
+	ss.srv.metrics.replays.Inc()
+	i := ss.rec.Len() - int(ss.turns-a.Turn)
+	if i < 0 || i >= ss.rec.Len() {
+		ss.write(errorFrame(a.ID, &requestError{code: codeBadRequest, msg: "id " + a.ID + " was already answered, and the answer has left the context window"}))
+		return
+	}
+	ss.write(ss.replyFrame(a, ss.rec.Turn(i).Text, true))
+}
+
+func (ss *session) replyFrame(a answered, text string, replay bool) Frame {
+	return Frame{
+		Type:     typeReply,
+		ID:       a.ID,
+		Text:     text,
+		State:    ss.dlg.State().String(),
+		ModelMS:  float64(a.ModelUS) / 1e3,
+		QueueMS:  float64(a.QueueUS) / 1e3,
+		Fallback: a.Fallback,
+		Echo:     a.Echo,
+		Replay:   replay,
+	}
+}
+
+// appendTurn adds a turn to the session's context window.
+func (ss *session) appendTurn(role ctxstore.Role, text string) {
+	ss.rec.Append(ctxstore.Turn{Role: role, Text: text})
+	ss.turns++
+}
+
+// prompt builds the model's input from the session's context window.
+func (ss *session) prompt() []Message {
+	p := make([]Message, 0, ss.rec.Len()+1)
+	p = append(p, Message{Role: string(ctxstore.RoleSystem), Content: ss.rec.System()})
+	for t := range ss.rec.Turns() {
+		p = append(p, Message{Role: string(t.Role), Content: t.Text})
+	}
+	return p
+}
+
+// save stores the session's record with the dialogue's snapshot.
+func (ss *session) save() {
+	snap, err := ss.dlg.AppendBinary(nil)
+	if err != nil {
+		ss.logf(slog.LevelError, "dialogue snapshot", "err", err)
+		return
+	}
+	ss.rec.SetSnapshot(snap)
+	ss.rec.SetSlot(turnsSlot, strconv.FormatInt(ss.turns, 10))
+	ctx, cancel := context.WithTimeout(context.Background(), ss.srv.cfg.WriteTimeout)
+	defer cancel()
+	err = ss.srv.store.Put(ctx, ss.rec)
+	if errors.Is(err, ctxstore.ErrStale) {
+		// Another writer stored the session since this connection read it
+		// (two nodes serving one session). Keep both: take the newer
+		// record and add this turn on top of it.
+		ss.logf(slog.LevelWarn, "session was written elsewhere; merging this turn into the newer record")
+		var cur *ctxstore.Record
+		if cur, err = ss.srv.store.Get(ctx, ss.key.Tenant, ss.key.ID); err == nil {
+			for i := max(0, ss.rec.Len()-2); i < ss.rec.Len(); i++ {
+				cur.Append(ss.rec.Turn(i))
+			}
+			cur.SetSnapshot(snap)
+			ss.rec = cur
+			err = ss.srv.store.Put(ctx, ss.rec)
+		}
+	}
+	if err != nil {
+		ss.srv.metrics.storeErrors.Inc()
+		ss.logf(slog.LevelError, "storing session", "err", err)
+	}
+}
+
+// logTurn logs a finished turn: the full prompt for one turn in
+// PromptSample, a hash of the context otherwise.
+func (ss *session) logTurn(req *modelReq, a answer) {
+	log := ss.srv.log
+	if !log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
+	attrs := [...]slog.Attr{
+		slog.String("session", ss.key.String()),
+		slog.String("id", req.id),
+		slog.String("state", ss.dlg.State().String()),
+		slog.Float64("model_ms", ms(a.Service)),
+		slog.Bool("fallback", a.fallback),
+		slog.Uint64("context_hash", contextHash(req.prompt)),
+	}
+	if ss.srv.sample() {
+		attrs[len(attrs)-1] = slog.Any("prompt", req.prompt)
+	}
+	log.LogAttrs(context.Background(), slog.LevelInfo, "turn", attrs[:]...)
+}
+
+// contextHash is the 64-bit FNV-1a hash of a prompt's roles and texts, so
+// that logs can tell contexts apart without holding them.
+func contextHash(prompt []Message) uint64 {
+	const offset, prime = 14695981039346656037, 1099511628211
+	h := uint64(offset)
+	for _, m := range prompt {
+		for _, s := range [2]string{m.Role, m.Content} {
+			for i := 0; i < len(s); i++ {
+				h = (h ^ uint64(s[i])) * prime
+			}
+			h = (h ^ 0xff) * prime // separates "ab"+"c" from "a"+"bc"
+		}
+	}
+	return h
+}
+
+// admit decides whether a session's message may go to the model now.
+//
+// The gate's CoDel detector is fed the queueing delay for shared capacity
+// that a message admitted now should expect (see expectedWait), and sheds
+// while that delay has stood above target for an interval. CoDel lets a
+// burst through for up to an interval, by design; when a flood of retries
+// would queue longer than target plus interval, admit refuses at once (a
+// backstop), so that served turns never wait much longer than that.
+//
+// The time a message waited in its own session's ring is left out: it
+// waited behind its own session's previous turn, which says nothing about
+// the server's load.
+func (s *Server) admit(key string, now time.Time) error {
+	wait := s.expectedWait(now)
+	if wait > s.cfg.AdmitInterval {
+		return s.shedOverloaded("the model queue is too long", s.cfg.AdmitInterval)
+	}
+	err := s.gate.AdmitAt(key, wait, now)
+	if err == nil {
+		return nil
+	}
+	rej, ok := errors.AsType[*backpressure.Rejection](err)
+	if !ok {
+		return err
+	}
+	if errors.Is(rej, backpressure.ErrOverloaded) {
+		return s.shedOverloaded(rej.Error(), rej.RetryAfter)
+	}
+	s.metrics.shed.WithLabelValues(codeRateLimited).Inc()
+	return &requestError{code: codeRateLimited, msg: rej.Error(), retryAfter: rej.RetryAfter}
+}
+
+// shedOverloaded refuses a message because the model is overloaded. The
+// retry-after hint is spread over [base, 2 base), so that clients shed
+// together do not all come back together.
+func (s *Server) shedOverloaded(msg string, base time.Duration) error {
+	s.metrics.shed.WithLabelValues(codeOverloaded).Inc()
+	return &requestError{code: codeOverloaded, msg: msg, retryAfter: jitter(base)}
+}
+
+// expectedWait estimates how long a prompt handed to the batcher at now
+// would wait for the model: zero when nothing waits (which tells the
+// detector any standing queue is gone), otherwise the longest of the wait
+// of the last prompt dispatched, the time since that dispatch (the model
+// is stuck while work piles up), and the queue's length over the recent
+// dispatch rate (a flood just arrived).
+func (s *Server) expectedWait(now time.Time) time.Duration {
+	q := s.queued.Load()
+	if q <= 0 {
+		return 0
+	}
+	wait := max(time.Duration(s.headWait.Load()), time.Duration(now.UnixNano()-s.lastDispatch.Load()))
+	if r := s.dispatched.rate(now); r > 0 {
+		wait = max(wait, time.Duration(float64(q)/r*float64(time.Second)))
+	}
+	return wait
+}
+
+// jitter spreads a retry-after hint over [d, 2d), so that clients shed
+// together do not all come back together.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return d + rand.N(d)
+}
+
+// ms converts d to fractional milliseconds.
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
