@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -551,15 +552,10 @@ func (s *Store) expired(k Key) {
 	}
 }
 
-// hash is the hot tier's key for k. Tenants hold no ':', so distinct keys
-// hash distinct strings.
+// hash is the hot tier's key for k (a hot entry's key is checked on every
+// hit, so a collision costs a miss, never another session's record).
 func (s *Store) hash(k Key) uint64 {
-	var h maphash.Hash
-	h.SetSeed(s.seed)
-	h.WriteString(k.Tenant)
-	h.WriteByte(':')
-	h.WriteString(k.ID)
-	return h.Sum64()
+	return maphash.String(s.seed, k.ID) ^ bits.RotateLeft64(maphash.String(s.seed, k.Tenant), 29)*0x9e3779b97f4a7c15
 }
 
 // Stats returns a snapshot of the store's counters.

@@ -82,9 +82,10 @@ var defaultWindow = Window{}.withDefaults()
 // [Store.Put]. A Record is a private copy: changing it changes nothing in
 // the store until Put, and copies share memory until one of them is changed
 // (copy on write), so Get costs no copying; the first change to a record
-// fresh from Get or Put copies its window and slots once. The zero Record
-// has no key, uses the default Window and cannot be Put. A Record is not
-// safe for concurrent use.
+// fresh from Get or Put copies its window and slots once. Copy a Record
+// through Get, never by assigning *r: copies made that way share changes.
+// The zero Record has no key, uses the default Window and cannot be Put. A
+// Record is not safe for concurrent use.
 type Record struct {
 	key   Key
 	seq   uint64
