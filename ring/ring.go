@@ -381,8 +381,20 @@ func (b *Buffer[T]) waitRoom(ctx context.Context) error {
 // the mutex again to push. Channels are made on a side's first park, so a
 // side that never waits costs no channel.
 //
-// BenchmarkPingPong in bench/ measures the choice against impl=ring-cond,
-// the same Buffer parked on two sync.Conds with context.AfterFunc.
+// bench/ measures the choice against impl=ring-cond, this Buffer parked on
+// two sync.Conds with waiter counts and context.AfterFunc. Medians of 6 runs
+// on the 2-core development machine (GOMAXPROCS=2), per round trip:
+//
+//	                          chan      ring      ring-cond
+//	PingPong, Background      289 ns    342 ns    372 ns
+//	PingPong, cancellable     769 ns    697 ns    1229 ns, 5 allocs
+//
+// In BenchmarkBurst both ring designs keep p99 latency well under a
+// channel's (9.0 and 7.5 µs against 26.4 µs, each ±70% between runs).
+// A single hand-off still costs more than a bare channel operation: the
+// mutex is taken on both sides, and a channel behind this API (a method, a
+// context and an error per call) already costs 330 ns. With the cancellable
+// context a server really passes, the Buffer is the fastest of the three.
 
 // A delivery is what a parked consumer receives: an item, or ok == false
 // when Close woke it.
