@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"math/bits"
 	"slices"
 	"sync"
 )
@@ -31,20 +32,33 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // encode returns r encoded with sequence number seq.
 func (r *Record) encode(seq uint64) []byte { return r.appendEncoded(nil, seq) }
 
-// appendEncoded appends r, encoded with sequence number seq, to b.
-func (r *Record) appendEncoded(b []byte, seq uint64) []byte {
+// encodedLen returns the length of r encoded with sequence number seq.
+func (r *Record) encodedLen(seq uint64) int {
 	d := r.data()
-	size := len(codecMagic) + 1 + len(r.key.Tenant) + len(r.key.ID) + len(d.snapshot) +
-		len(d.system.Text) + 8*binary.MaxVarintLen64 + crcSize
-	turns := d.segments()
-	for _, seg := range turns {
+	n := len(codecMagic) + 1 + strLen(r.key.Tenant) + strLen(r.key.ID) + uvarintLen(seq) +
+		uvarintLen(uint64(len(d.snapshot))) + len(d.snapshot) +
+		strLen(d.system.Text) + uvarintLen(uint64(d.system.Tokens)) +
+		uvarintLen(uint64(d.n)) + uvarintLen(uint64(len(d.slots))) + crcSize
+	for _, seg := range d.segments() {
 		for i := range seg {
-			size += len(seg[i].Role) + len(seg[i].Text) + 3*binary.MaxVarintLen32
+			n += strLen(string(seg[i].Role)) + strLen(seg[i].Text) + uvarintLen(uint64(seg[i].Tokens))
 		}
 	}
 	for _, s := range d.slots {
-		size += len(s.name) + len(s.value) + 2*binary.MaxVarintLen32
+		n += strLen(s.name) + strLen(s.value)
 	}
+	return n
+}
+
+func strLen(s string) int { return uvarintLen(uint64(len(s))) + len(s) }
+
+func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
+
+// appendEncoded appends r, encoded with sequence number seq, to b.
+func (r *Record) appendEncoded(b []byte, seq uint64) []byte {
+	d := r.data()
+	turns := d.segments()
+	size := r.encodedLen(seq)
 	b = slices.Grow(b, size)
 	start := len(b)
 	b = append(b, codecMagic...)

@@ -30,6 +30,9 @@ func TestEncodeRoundTrip(t *testing.T) {
 	for name, r := range tests {
 		t.Run(name, func(t *testing.T) {
 			enc := r.encode(42)
+			if n := r.encodedLen(42); n != len(enc) {
+				t.Errorf("encodedLen = %d, len(encode) = %d", n, len(enc))
+			}
 			got, err := decode(k, enc, &defaultWindow)
 			if err != nil {
 				t.Fatalf("decode(encode(r)) = %v", err)

@@ -184,8 +184,7 @@ type slot struct {
 
 // entry is one version of a record, as the hot tier and the write-behind
 // buffer hold it. Its fields never change after it is shared, except enc
-// and buf, which the write-behind goroutines clear once the cold tier has
-// the record.
+// and buf, which only the write-behind goroutine touches.
 type entry struct {
 	rec     Record // shares its contents; a copy is handed to each Get
 	deleted bool   // a Delete waiting for the cold tier
@@ -193,7 +192,7 @@ type entry struct {
 	// queue: the cold tier must apply the Delete first, or the Put could be
 	// refused by the record the Delete was meant to remove.
 	afterDelete bool
-	enc         []byte  // the encoded record, until the cold tier has it
+	enc         []byte  // the encoded record, from batching until the cold tier has it
 	buf         *[]byte // enc's buffer, from encBuffers
 }
 
@@ -418,16 +417,15 @@ func (s *Store) Put(ctx context.Context, r *Record) error {
 		return err
 	}
 	next := r.seq + 1
-	buf := encBuffers.Get().(*[]byte)
-	enc := r.appendEncoded(*buf, next)
-	if len(enc) > s.cfg.MaxRecordBytes {
-		releaseBuffer(buf, enc)
-		return fmt.Errorf("%w: %s encodes to %d bytes, limit %d", ErrTooLarge, r.key, len(enc), s.cfg.MaxRecordBytes)
+	if n := r.encodedLen(next); n > s.cfg.MaxRecordBytes {
+		return fmt.Errorf("%w: %s encodes to %d bytes, limit %d", ErrTooLarge, r.key, n, s.cfg.MaxRecordBytes)
 	}
+	// The version is r's contents as they are now: shared, so never
+	// changed again. The write-behind goroutine encodes it, off the
+	// caller's path (and not at all if a newer Put replaces it first).
 	rec := r.share()
 	rec.seq, rec.win = next, &s.cfg.Window
-	if err := s.stage(ctx, &entry{rec: rec, enc: enc, buf: buf}); err != nil {
-		releaseBuffer(buf, enc)
+	if err := s.stage(ctx, &entry{rec: rec}); err != nil {
 		return err
 	}
 	r.seq = next

@@ -34,6 +34,9 @@ func FuzzDecode(f *testing.F) {
 				continue
 			}
 			enc := r.encode(r.seq)
+			if n := r.encodedLen(r.seq); n != len(enc) {
+				t.Fatalf("encodedLen = %d, len(encode) = %d", n, len(enc))
+			}
 			again, err := decodeRecord(enc, &win)
 			if err != nil {
 				t.Fatalf("re-decoding an accepted record: %v", err)

@@ -131,6 +131,10 @@ func (s *Store) take(b *batch) bool {
 			b.ws = append(b.ws, Write{Key: k})
 			b.items = append(b.items, batchItem{sl: sl, h: h})
 		}
+		if !e.deleted && e.enc == nil {
+			e.buf = encBuffers.Get().(*[]byte)
+			e.enc = e.rec.appendEncoded(*e.buf, e.rec.seq)
+		}
 		b.ws = append(b.ws, Write{Key: k, Seq: e.rec.seq, Data: e.enc, TTL: s.cfg.TTL})
 		b.items = append(b.items, batchItem{e: e, sl: sl, h: h})
 	}
