@@ -23,12 +23,12 @@ type answer struct {
 	echo     bool // the reply repeats the user's words
 }
 
-// submit hands req to the batcher. The answer resumes req's session on a
-// goroutine of its own, since the batcher's callback must not block.
+// submit hands req to the batcher. The answer resumes req's session on
+// another goroutine, since the batcher's callback must not block.
 func (s *Server) submit(req *modelReq) error {
 	s.queued.Add(1)
 	err := s.batcher.Submit(req, func(a answer, err error) {
-		go req.session.resume(req, a, err)
+		s.exec.do(func() { req.session.resume(req, a, err) })
 	})
 	if err != nil {
 		s.queued.Add(-1)
@@ -39,6 +39,8 @@ func (s *Server) submit(req *modelReq) error {
 // runBatch is the batcher's batch function: one guarded model call for a
 // batch of prompts.
 func (s *Server) runBatch(ctx context.Context, reqs []*modelReq) ([]answer, error) {
+	s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
 	now := time.Now()
 	prompts := make([][]Message, len(reqs))
 	for i, r := range reqs {

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,8 +56,11 @@ type Config struct {
 	// for answering repeats (while their replies are in the context
 	// window). Default 8.
 	DedupWindow int
-	// WriteTimeout bounds writing one frame to a client. Default 10 s.
-	WriteTimeout time.Duration
+	// StoreTimeout bounds waiting for room in the context store's
+	// write-behind buffer. Default 10 s. (Writes to a client have no
+	// timeout of their own: one that stops reading stops answering pings
+	// too, and the heartbeat closes its connection.)
+	StoreTimeout time.Duration
 
 	// Batch configures the batcher in front of the model. Defaults:
 	// MaxSize 64, MaxWait 2 ms, MaxInFlight 256, QueueSize 16384.
@@ -104,7 +108,7 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.MaxTextBytes, 4000)
 	setDefault(&c.QueueSize, 8)
 	setDefault(&c.DedupWindow, 8)
-	setDefault(&c.WriteTimeout, 10*time.Second)
+	setDefault(&c.StoreTimeout, 10*time.Second)
 	setDefault(&c.Batch.MaxSize, 64)
 	setDefault(&c.Batch.MaxWait, 2*time.Millisecond)
 	setDefault(&c.Batch.MaxInFlight, 256)
@@ -137,8 +141,8 @@ var webFiles embed.FS
 // Server is the chat server. Create it with [New], serve [Server.Handler],
 // and stop it with [Server.Shutdown]. It is safe for concurrent use.
 //
-// New starts the goroutines of its timer wheel and its batcher; Shutdown
-// stops them.
+// New starts the goroutines of its timer wheel, its batcher and a small
+// pool for the sessions' workers; Shutdown stops them.
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
@@ -148,6 +152,7 @@ type Server struct {
 	gate    *backpressure.Gate
 	guard   *backpressure.Guard[[]Completion]
 	batcher *batch.Batcher[*modelReq, answer]
+	exec    *executor // runs the sessions' workers
 	metrics *metrics
 	mux     *http.ServeMux
 
@@ -159,6 +164,7 @@ type Server struct {
 	headWait     atomic.Int64
 	lastDispatch atomic.Int64
 	dispatched   rateMeter     // prompts dispatched per second
+	inFlight     atomic.Int64  // model calls under way
 	turns        atomic.Uint64 // turns answered, for log sampling
 
 	mu       sync.Mutex
@@ -214,6 +220,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	s.exec = newExecutor(4 * runtime.GOMAXPROCS(0))
 	s.wheel = fsm.NewWheel(fsm.WheelConfig{Resolution: 10 * time.Millisecond}, func(x fsm.Expiry[*session]) {
 		x.Key.expired(x.Time)
 	})
@@ -280,6 +287,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		s.batcher.Close()
 		s.wheel.Close()
+		s.exec.close()
 		close(s.closed)
 	})
 	<-s.closed

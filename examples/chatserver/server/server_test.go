@@ -395,7 +395,9 @@ func TestAdmitBackstopRefusesAFlood(t *testing.T) {
 	}
 	s.lastDispatch.Store(now.UnixNano())
 	s.queued.Store(300)
+	s.inFlight.Store(int64(s.cfg.Batch.MaxInFlight)) // every call slot busy
 	defer s.queued.Store(0)
+	defer s.inFlight.Store(0)
 	if got := s.expectedWait(now); got != 300*time.Millisecond {
 		t.Errorf("expectedWait with 300 queued at 1000/s = %v, want 300ms", got)
 	}
@@ -407,6 +409,12 @@ func TestAdmitBackstopRefusesAFlood(t *testing.T) {
 	re, ok := errors.AsType[*requestError](err)
 	if !ok || re.code != codeOverloaded || re.retryAfter < 500*time.Millisecond || re.retryAfter >= time.Second {
 		t.Errorf("admit with a 1 s queue = %v, want overloaded with retry-after in [0.5s, 1s)", err)
+	}
+	// With a call slot free, the queue goes to the model at once,
+	// whatever the recent rate says.
+	s.inFlight.Store(0)
+	if got := s.expectedWait(now); got != 0 {
+		t.Errorf("expectedWait with a free slot = %v, want the last dispatch's wait (0)", got)
 	}
 }
 

@@ -311,9 +311,10 @@ func (ss *session) logf(level slog.Level, msg string, args ...any) {
 	ss.srv.log.Log(context.Background(), level, msg, append([]any{"session", ss.key.String()}, args...)...)
 }
 
-// write sends f to the client, bounded by the write timeout. A failed write
-// means the connection is going away; the reader notices and ends the
-// session, so the error needs no handling here.
+// write sends f to the client. A failed write means the connection is
+// going away; the reader notices and ends the session, so the error needs
+// no handling here. A client that stops reading blocks the write until
+// the heartbeat gives up on it and closes the connection.
 func (ss *session) write(f Frame) {
 	data, err := json.Marshal(f)
 	if err != nil {
@@ -324,7 +325,5 @@ func (ss *session) write(f Frame) {
 }
 
 func (ss *session) writeRaw(data []byte) {
-	ctx, cancel := context.WithTimeout(context.Background(), ss.srv.cfg.WriteTimeout)
-	defer cancel()
-	ss.conn.Write(ctx, websocket.MessageText, data)
+	ss.conn.Write(context.Background(), websocket.MessageText, data)
 }

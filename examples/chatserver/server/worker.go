@@ -20,7 +20,7 @@ import (
 // wheel, shut) kicks after adding it.
 func (ss *session) kick() {
 	if ss.running.CompareAndSwap(false, true) {
-		go ss.run()
+		ss.srv.exec.do(ss.run)
 	}
 }
 
@@ -159,7 +159,7 @@ func (ss *session) end(id, reason string) {
 func (ss *session) close(reason string) {
 	ss.ended = true
 	ss.srv.wheel.Arm(ss.entry, time.Time{})
-	ctx, cancel := context.WithTimeout(context.Background(), ss.srv.cfg.WriteTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), ss.srv.cfg.StoreTimeout)
 	defer cancel()
 	if err := ss.srv.store.Delete(ctx, ss.key.Tenant, ss.key.ID); err != nil {
 		ss.logf(slog.LevelError, "deleting ended session", "err", err)
@@ -296,7 +296,7 @@ func (ss *session) save() {
 	}
 	ss.rec.SetSnapshot(snap)
 	ss.rec.SetSlot(turnsSlot, strconv.FormatInt(ss.turns, 10))
-	ctx, cancel := context.WithTimeout(context.Background(), ss.srv.cfg.WriteTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), ss.srv.cfg.StoreTimeout)
 	defer cancel()
 	err = ss.srv.store.Put(ctx, ss.rec)
 	if errors.Is(err, ctxstore.ErrStale) {
@@ -399,16 +399,21 @@ func (s *Server) shedOverloaded(msg string, base time.Duration) error {
 
 // expectedWait estimates how long a prompt handed to the batcher at now
 // would wait for the model: zero when nothing waits (which tells the
-// detector any standing queue is gone), otherwise the longest of the wait
-// of the last prompt dispatched, the time since that dispatch (the model
-// is stuck while work piles up), and the queue's length over the recent
-// dispatch rate (a flood just arrived).
+// detector any standing queue is gone), otherwise the wait of the last
+// prompt dispatched. While every model call slot is busy, the queue waits
+// for capacity, and the estimate is also at least the time since the last
+// dispatch (the model is stuck while work piles up) and the queue's length
+// over the recent dispatch rate (a flood just arrived).
 func (s *Server) expectedWait(now time.Time) time.Duration {
 	q := s.queued.Load()
 	if q <= 0 {
 		return 0
 	}
-	wait := max(time.Duration(s.headWait.Load()), time.Duration(now.UnixNano()-s.lastDispatch.Load()))
+	wait := time.Duration(s.headWait.Load())
+	if s.inFlight.Load() < int64(s.cfg.Batch.MaxInFlight) {
+		return wait // a free slot takes the queue at once
+	}
+	wait = max(wait, time.Duration(now.UnixNano()-s.lastDispatch.Load()))
 	if r := s.dispatched.rate(now); r > 0 {
 		wait = max(wait, time.Duration(float64(q)/r*float64(time.Second)))
 	}
