@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/coder/websocket"
 
 	"github.com/parley-go/parley/backpressure"
@@ -341,20 +342,18 @@ func (ss *session) logTurn(req *modelReq, a answer) {
 	log.LogAttrs(context.Background(), slog.LevelInfo, "turn", attrs[:]...)
 }
 
-// contextHash is the 64-bit FNV-1a hash of a prompt's roles and texts, so
-// that logs can tell contexts apart without holding them.
+// contextHash is the xxHash of a prompt's roles and texts, so that logs
+// can tell contexts apart without holding them. It runs on every turn, over
+// the whole context window, so it uses a hash that runs at memory speed.
 func contextHash(prompt []Message) uint64 {
-	const offset, prime = 14695981039346656037, 1099511628211
-	h := uint64(offset)
+	d := xxhash.New()
 	for _, m := range prompt {
-		for _, s := range [2]string{m.Role, m.Content} {
-			for i := 0; i < len(s); i++ {
-				h = (h ^ uint64(s[i])) * prime
-			}
-			h = (h ^ 0xff) * prime // separates "ab"+"c" from "a"+"bc"
-		}
+		d.WriteString(m.Role)
+		d.WriteString("\x00")
+		d.WriteString(m.Content)
+		d.WriteString("\x00")
 	}
-	return h
+	return d.Sum64()
 }
 
 // admit decides whether a session's message may go to the model now.
