@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -108,12 +109,19 @@ func (b *Bolt) Write(ctx context.Context, ws []Write) error {
 		return err
 	}
 	now := time.Now()
+	// Apply the writes in key order (a key's writes keep theirs): B+tree
+	// pages are then visited once each instead of at random.
+	order := make([]int, len(ws))
+	keys := make([][]byte, len(ws))
+	for i := range ws {
+		order[i], keys[i] = i, []byte(ws[i].Key.String())
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
 	return b.db.Update(func(tx *bolt.Tx) error {
 		recs, exp := tx.Bucket(recordsBucket), tx.Bucket(expiryBucket)
-		for i := range ws {
-			w := &ws[i]
+		for _, i := range order {
+			w, key := &ws[i], keys[i]
 			w.Err = nil
-			key := []byte(w.Key.String())
 			if cur := recs.Get(key); len(cur) >= boltHeader {
 				if now.Before(boltExpiry(cur)) && w.Data != nil &&
 					refuses(binary.BigEndian.Uint64(cur), cur[boltHeader:], w) {

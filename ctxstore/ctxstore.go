@@ -178,8 +178,9 @@ type shard struct {
 // slot holds a session's latest acknowledged record until the cold tier
 // has it.
 type slot struct {
-	e      *entry
-	queued bool // the key is in the write-behind queue
+	e        *entry
+	queued   bool // the key is in the write-behind queue
+	inflight bool // a batch carrying a version of the key is being written
 }
 
 // entry is one version of a record, as the hot tier and the write-behind

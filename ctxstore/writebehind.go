@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 )
 
@@ -17,9 +18,10 @@ const (
 )
 
 // inflightBatches is how many batches may be on their way to the cold tier
-// at once. With two, the write-behind goroutine takes the next batch and
-// finishes the last one while the cold tier works on the current one.
-// They are written one after the other, so writes of a key stay in order.
+// at once, each written by a writer goroutine of its own: while the cold
+// tier applies one, the next is sent (and the write-behind goroutine takes
+// and retires batches meanwhile). Batches in flight never share a key, so
+// the writes of a key stay in order.
 const inflightBatches = 2
 
 // batch is one cold write in progress.
@@ -29,6 +31,7 @@ type batch struct {
 	items []batchItem // one per write
 	deq   uint64      // the queue's deq count once this batch was taken
 	ok    bool        // written; false if Close gave up first
+	done  bool        // back from its writer
 }
 
 // batchItem is what finish needs to know about one write of a batch.
@@ -39,44 +42,46 @@ type batchItem struct {
 }
 
 // writeBehind is the store's write-behind goroutine: it writes whatever is
-// queued, a batch at a time, until Close has been called and the queue is
-// empty, or Close gives up. It hands batches to a writer goroutine of its
-// own, which writes them in order, retrying each until it succeeds.
+// queued, in batches, until Close has been called and the queue is empty,
+// or Close gives up. Its writer goroutines write the batches, retrying each
+// until it succeeds; it retires them in the order it took them.
 func (s *Store) writeBehind() {
 	defer close(s.stopped)
 	toWrite := make(chan *batch, inflightBatches)
 	written := make(chan *batch, inflightBatches)
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		for b := range toWrite {
-			b.ok = s.write(b)
-			written <- b
-			if !b.ok {
-				return
+	var writers sync.WaitGroup
+	for range inflightBatches {
+		writers.Go(func() {
+			for b := range toWrite {
+				b.ok = s.write(b)
+				written <- b
 			}
-		}
-	}()
+		})
+	}
 	defer func() {
 		close(toWrite)
-		<-writerDone
+		writers.Wait()
 	}()
 
 	free := make([]*batch, inflightBatches)
 	for i := range free {
 		free[i] = new(batch)
 	}
+	var inflight []*batch // oldest first
 	for {
 		if n := len(free); n > 0 && s.take(free[n-1]) {
-			toWrite <- free[n-1]
+			b := free[n-1]
 			free = free[:n-1]
+			b.done = false
+			inflight = append(inflight, b)
+			toWrite <- b
 			continue
 		}
 		var wake, closing <-chan struct{}
 		if len(free) > 0 {
 			wake = s.wake
 		}
-		if len(free) == inflightBatches {
+		if len(inflight) == 0 {
 			closing = s.closing
 		}
 		select {
@@ -84,8 +89,12 @@ func (s *Store) writeBehind() {
 			if !b.ok {
 				return
 			}
-			s.finish(b)
-			free = append(free, b)
+			b.done = true
+			for len(inflight) > 0 && inflight[0].done {
+				s.finish(inflight[0])
+				free = append(free, inflight[0])
+				inflight = inflight[1:]
+			}
 		case <-wake:
 		case <-closing:
 			if s.queueLen() == 0 {
@@ -101,32 +110,32 @@ func (s *Store) queueLen() int {
 	return len(s.queue) - s.qhead
 }
 
-// take fills b with up to MaxBatch queued keys and their newest versions,
-// and reports whether there were any.
+// take fills b with the queued keys, oldest first, up to MaxBatch or up to
+// the first key still in flight in an earlier batch, and their newest
+// versions; it reports whether there were any.
 func (s *Store) take(b *batch) bool {
+	// Look at the front of the queue; only this goroutine removes from it.
 	s.qmu.Lock()
-	n := min(len(s.queue)-s.qhead, s.cfg.MaxBatch)
-	b.keys = append(b.keys[:0], s.queue[s.qhead:s.qhead+n]...)
-	clear(s.queue[s.qhead : s.qhead+n])
-	s.qhead += n
-	if s.qhead > len(s.queue)/2 { // reuse the front half
-		s.queue = s.queue[:copy(s.queue, s.queue[s.qhead:])]
-		s.qhead = 0
-	}
-	s.deq += uint64(n)
-	b.deq = s.deq
+	b.keys = append(b.keys[:0], s.queue[s.qhead:s.qhead+min(len(s.queue)-s.qhead, s.cfg.MaxBatch)]...)
 	s.qmu.Unlock()
 
 	clear(b.items) // drop references to written versions
 	b.ws, b.items = b.ws[:0], b.items[:0]
+	n := 0
 	for _, k := range b.keys {
 		h := s.hash(k)
 		sh := &s.shards[h%numShards]
 		sh.mu.Lock()
 		sl := sh.slots[k]
+		if sl.inflight {
+			sh.mu.Unlock()
+			break // its earlier version must reach the cold tier first
+		}
 		sl.queued = false // a Put from now on queues the key again
+		sl.inflight = true
 		e := sl.e
 		sh.mu.Unlock()
+		n++
 		if e.afterDelete {
 			b.ws = append(b.ws, Write{Key: k})
 			b.items = append(b.items, batchItem{sl: sl, h: h})
@@ -138,6 +147,18 @@ func (s *Store) take(b *batch) bool {
 		b.ws = append(b.ws, Write{Key: k, Seq: e.rec.seq, Data: e.enc, TTL: s.cfg.TTL})
 		b.items = append(b.items, batchItem{e: e, sl: sl, h: h})
 	}
+	b.keys = b.keys[:n]
+
+	s.qmu.Lock()
+	clear(s.queue[s.qhead : s.qhead+n])
+	s.qhead += n
+	if s.qhead > len(s.queue)/2 { // reuse the front half
+		s.queue = s.queue[:copy(s.queue, s.queue[s.qhead:])]
+		s.qhead = 0
+	}
+	s.deq += uint64(n)
+	b.deq = s.deq
+	s.qmu.Unlock()
 	return n > 0
 }
 
@@ -146,6 +167,9 @@ func (s *Store) take(b *batch) bool {
 func (s *Store) write(b *batch) bool {
 	backoff := retryMin
 	for failures := 0; ; failures++ {
+		if s.wctx.Err() != nil {
+			return false // Close gave up: write nothing more
+		}
 		err := s.cold.Write(s.wctx, b.ws)
 		if err == nil {
 			if failures > 0 {
@@ -195,6 +219,7 @@ func (s *Store) finish(b *batch) {
 		stale := errors.Is(w.Err, ErrStale)
 		sh := &s.shards[it.h%numShards]
 		sh.mu.Lock()
+		it.sl.inflight = false
 		if it.sl.e == it.e {
 			if v, ok := s.hot.Get(it.h); ok && v != it.e {
 				s.hot.Del(it.h)
