@@ -68,8 +68,12 @@ func (s *Store) writeBehind() {
 		free[i] = new(batch)
 	}
 	var inflight []*batch // oldest first
+	aborted := false      // Close gave up: retire what was written, take nothing
 	for {
-		if n := len(free); n > 0 && s.take(free[n-1]) {
+		if aborted && len(inflight) == 0 {
+			return
+		}
+		if n := len(free); n > 0 && !aborted && s.take(free[n-1]) {
 			b := free[n-1]
 			free = free[:n-1]
 			b.done = false
@@ -78,7 +82,7 @@ func (s *Store) writeBehind() {
 			continue
 		}
 		var wake, closing <-chan struct{}
-		if len(free) > 0 {
+		if len(free) > 0 && !aborted {
 			wake = s.wake
 		}
 		if len(inflight) == 0 {
@@ -86,11 +90,12 @@ func (s *Store) writeBehind() {
 		}
 		select {
 		case b := <-written:
-			if !b.ok {
-				return
-			}
 			b.done = true
+			aborted = aborted || !b.ok
 			for len(inflight) > 0 && inflight[0].done {
+				if !inflight[0].ok {
+					return // it and what follows stay in the buffer, reported by Close
+				}
 				s.finish(inflight[0])
 				free = append(free, inflight[0])
 				inflight = inflight[1:]
