@@ -19,10 +19,11 @@ import (
 // under the key Prefix + "tenant:id". It works with any
 // redis.UniversalClient: standalone, Sentinel or Cluster.
 //
-// A batch is one pipeline of Lua scripts, each applying its write only if
-// the sequence number moves forward, so concurrent writers on different
-// nodes never overwrite each other silently. Redis implements [Expirer]
-// through keyspace notifications (see [Redis.WatchExpiry]).
+// A batch is one pipeline of Lua script calls (up to 64 keys each, one
+// with a Cluster client), which apply a write only if its sequence number
+// moves forward, so concurrent writers on different nodes never overwrite
+// each other silently. Redis implements [Expirer] through keyspace
+// notifications (see [Redis.WatchExpiry]).
 //
 // The zero Redis is invalid; use [NewRedis]. A Redis is safe for concurrent
 // use by multiple goroutines.
