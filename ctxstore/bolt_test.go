@@ -2,9 +2,11 @@ package ctxstore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -77,6 +79,70 @@ func TestBoltSweepsExpired(t *testing.T) {
 		}
 		if data, _, err := b.Load(ctx, Key{"t", "long"}); err != nil || string(data) != "long" {
 			t.Errorf("Load(long) = %q, %v", data, err)
+		}
+	})
+}
+
+// indexSlots returns the expiry slot of every index entry for key.
+func (b *Bolt) indexSlots(t *testing.T, key string) []time.Time {
+	t.Helper()
+	var slots []time.Time
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(expiryBucket).ForEach(func(k, _ []byte) error {
+			if string(k[8:]) == key {
+				slots = append(slots, time.Unix(0, int64(binary.BigEndian.Uint64(k))))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slots
+}
+
+// TestBoltIndexMovesBySlot checks that rewriting a record moves its index
+// entry only when its expiry enters another slot, and that an index entry
+// older than its record never sweeps the record.
+func TestBoltIndexMovesBySlot(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := openBolt(t, filepath.Join(t.TempDir(), "ctx.db"))
+		ctx := context.Background()
+		k := Key{"t", "s"}
+		write := func(seq uint64) {
+			t.Helper()
+			ws := []Write{{Key: k, Seq: seq, Data: []byte("v"), TTL: time.Hour}}
+			if err := b.Write(ctx, ws); err != nil || ws[0].Err != nil {
+				t.Fatalf("Write(seq %d) = %v, %v", seq, err, ws[0].Err)
+			}
+		}
+		start := time.Now() // synctest's epoch, on a minute boundary
+		write(1)
+		time.Sleep(30 * time.Second)
+		write(2) // same slot: the index entry stays
+		if got, want := b.indexSlots(t, k.String()), []time.Time{start.Add(time.Hour)}; !slices.Equal(got, want) {
+			t.Errorf("index slots after a rewrite in the same slot = %v, want %v", got, want)
+		}
+		time.Sleep(time.Minute)
+		write(3) // next slot: the entry moves
+		if got, want := b.indexSlots(t, k.String()), []time.Time{start.Add(time.Hour + time.Minute)}; !slices.Equal(got, want) {
+			t.Errorf("index slots after a rewrite in the next slot = %v, want %v", got, want)
+		}
+		// An out-of-date entry (as a file from before slots could hold)
+		// is dropped by the sweep without touching the live record.
+		err := b.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(expiryBucket).Put(expiryKey(start, []byte(k.String())), nil)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Minute)
+		write(4)
+		if _, _, err := b.Load(ctx, k); err != nil {
+			t.Errorf("Load after sweeping a stale index entry = %v, want the record", err)
+		}
+		if r, i := b.counts(t); r != 1 || i != 1 {
+			t.Errorf("records, index = %d, %d; want 1, 1", r, i)
 		}
 	})
 }
