@@ -72,6 +72,16 @@ type Config struct {
 	// in place. Default 256.
 	MaxBatch int
 
+	// Linger is the least time between the starts of two cold writes.
+	// While it runs, repeated Puts of a waiting session coalesce into one
+	// write, so a busy store writes each chatty session at most once per
+	// Linger instead of once per Put: less work for a cold tier that pays
+	// per record (bbolt rewrites a page for each). Acknowledged writes wait
+	// up to Linger longer for the cold tier; Flush and Close do not wait
+	// for it. Pair a long Linger with a MaxBatch that holds every session
+	// that may wait. Zero means a batch goes as soon as a writer is free.
+	Linger time.Duration
+
 	// Window bounds the context window of the store's records.
 	Window Window
 
@@ -106,6 +116,7 @@ func (c Config) withDefaults() Config {
 	c.MaxRecordBytes = cmp.Or(max(c.MaxRecordBytes, 0), defaultMaxRecordBytes)
 	c.MaxPending = cmp.Or(max(c.MaxPending, 0), defaultMaxPending)
 	c.MaxBatch = cmp.Or(max(c.MaxBatch, 0), defaultMaxBatch)
+	c.Linger = max(c.Linger, 0)
 	c.Window = c.Window.withDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -116,9 +127,9 @@ func (c Config) withDefaults() Config {
 // Store is a two-tier record store. See the package documentation for the
 // guarantees.
 //
-// New starts two write-behind goroutines (one takes and retires batches,
-// the other writes them), and one more to watch expiries if the cold tier
-// is an [Expirer]; Close stops them. The zero Store is
+// New starts the write-behind goroutine, which takes and retires batches,
+// and its writer goroutines, and one more to watch expiries if the cold
+// tier is an [Expirer]; Close stops them. The zero Store is
 // invalid; use [New]. A Store is safe for concurrent use by multiple
 // goroutines.
 type Store struct {
@@ -146,6 +157,8 @@ type Store struct {
 	progress chan struct{}
 
 	closing   chan struct{} // closed by Close: drain and exit
+	flushing  atomic.Int32  // Flush calls waiting: write without lingering
+	urgent    chan struct{} // tells a lingering write-behind goroutine to look
 	stopped   chan struct{} // closed when the write-behind goroutine exits
 	wctx      context.Context
 	abort     context.CancelFunc // cancels wctx when Close gives up
@@ -242,6 +255,7 @@ func New(cold Cold, cfg Config) (*Store, error) {
 		wake:     make(chan struct{}, 1),
 		progress: make(chan struct{}),
 		closing:  make(chan struct{}),
+		urgent:   make(chan struct{}, 1),
 		stopped:  make(chan struct{}),
 	}
 	for i := range s.shards {

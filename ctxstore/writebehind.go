@@ -69,26 +69,41 @@ func (s *Store) writeBehind() {
 	}
 	var inflight []*batch // oldest first
 	aborted := false      // Close gave up: retire what was written, take nothing
+	var lastTake time.Time
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		if aborted && len(inflight) == 0 {
 			return
 		}
-		if n := len(free); n > 0 && !aborted && s.take(free[n-1]) {
+		wait := s.lingerLeft(lastTake)
+		if n := len(free); n > 0 && !aborted && wait <= 0 && s.take(free[n-1]) {
 			b := free[n-1]
 			free = free[:n-1]
 			b.done = false
 			inflight = append(inflight, b)
+			lastTake = time.Now()
 			toWrite <- b
 			continue
 		}
-		var wake, closing <-chan struct{}
+		var wake, closing, urgent <-chan struct{}
+		var lingered <-chan time.Time
 		if len(free) > 0 && !aborted {
-			wake = s.wake
+			if wait > 0 && s.queueLen() > 0 {
+				// Lingering: Puts need not wake this goroutine, only
+				// the end of the wait, a Flush or Close.
+				linger.Reset(wait)
+				lingered, wake, urgent = linger.C, s.urgent, s.closing
+			} else {
+				wake = s.wake
+			}
 		}
 		if len(inflight) == 0 {
 			closing = s.closing
 		}
 		select {
+		case <-lingered:
+		case <-urgent:
 		case b := <-written:
 			b.done = true
 			aborted = aborted || !b.ok
@@ -107,6 +122,21 @@ func (s *Store) writeBehind() {
 			}
 		}
 	}
+}
+
+// lingerLeft returns how much longer the next batch should wait, given
+// when the last one was taken: nothing once Linger has passed, or while a
+// Flush or Close waits.
+func (s *Store) lingerLeft(lastTake time.Time) time.Duration {
+	if s.cfg.Linger == 0 || s.flushing.Load() > 0 {
+		return 0
+	}
+	select {
+	case <-s.closing:
+		return 0
+	default:
+	}
+	return s.cfg.Linger - time.Since(lastTake)
 }
 
 func (s *Store) queueLen() int {
@@ -276,6 +306,12 @@ func (s *Store) Flush(ctx context.Context) error {
 	s.qmu.Lock()
 	target := s.enq
 	s.qmu.Unlock()
+	s.flushing.Add(1)
+	defer s.flushing.Add(-1)
+	select {
+	case s.urgent <- struct{}{}: // cut a Linger short
+	default:
+	}
 	for {
 		s.pmu.Lock()
 		done, progress := s.done, s.progress

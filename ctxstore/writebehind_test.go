@@ -277,3 +277,55 @@ func TestFlushWaitsOnlyForEarlierWrites(t *testing.T) {
 		}
 	})
 }
+
+// TestLinger checks, in virtual time, that a Linger spaces cold writes
+// apart so that repeated Puts of a session coalesce, and that Flush and
+// Close cut the wait short.
+func TestLinger(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cold := &testCold{Cold: &Memory{}}
+		s, err := New(cold, Config{Linger: time.Second, Logger: discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := s.NewRecord("acme", "chatty")
+		mustPut(t, s, r) // the first write goes at once
+		synctest.Wait()
+		for range 5 {
+			time.Sleep(100 * time.Millisecond)
+			r.Append(Turn{Role: RoleUser, Text: "more"})
+			mustPut(t, s, r)
+		}
+		synctest.Wait()
+		if got := cold.written(); len(got) != 1 {
+			t.Fatalf("after 0.5 s of Puts, batches written = %v, want only the first", got)
+		}
+		time.Sleep(500 * time.Millisecond) // the Linger since the first write ends
+		synctest.Wait()
+		if got, want := cold.written(), [][]string{{"chatty@1"}, {"chatty@6"}}; !slices.EqualFunc(got, want, slices.Equal) {
+			t.Errorf("batches written = %v, want %v: one write of the newest version", got, want)
+		}
+
+		// A Flush does not wait out the Linger.
+		r.Append(Turn{Role: RoleUser, Text: "again"})
+		mustPut(t, s, r)
+		start := time.Now()
+		mustFlush(t, s)
+		if d := time.Since(start); d != 0 {
+			t.Errorf("Flush took %v of virtual time, want none", d)
+		}
+		// Nor does Close.
+		r.Append(Turn{Role: RoleUser, Text: "last"})
+		mustPut(t, s, r)
+		start = time.Now()
+		if err := s.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("Close took %v of virtual time, want none", d)
+		}
+		if got := cold.written(); len(got) != 4 || got[3][0] != "chatty@8" {
+			t.Errorf("batches written = %v, want 4, the last with chatty@8", got)
+		}
+	})
+}
