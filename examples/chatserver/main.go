@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -53,6 +54,7 @@ type options struct {
 	logLevel  slog.Level
 	drain     time.Duration
 	pprof     bool
+	memLimit  int64
 
 	sim          server.SimConfig
 	concurrency  int
@@ -64,6 +66,8 @@ type options struct {
 	cfg      server.Config
 	hotBytes int64
 	ttl      time.Duration
+	linger   time.Duration
+	batch    int
 }
 
 func parseFlags(args []string, stderr *os.File) (*options, error) {
@@ -80,6 +84,7 @@ func parseFlags(args []string, stderr *os.File) (*options, error) {
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.DurationVar(&o.drain, "drain-timeout", 30*time.Second, "how long a shutdown may take to answer accepted messages")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/")
+	fs.Int64Var(&o.memLimit, "memory-limit", 0, "soft limit on the Go runtime's memory in `bytes`, like GOMEMLIMIT (0 = GOMEMLIMIT or none)")
 
 	fs.DurationVar(&o.sim.Latency, "model-latency", 500*time.Millisecond, "simulated model: mean latency of a call")
 	fs.Float64Var(&o.sim.Sigma, "model-sigma", 0.2, "simulated model: spread of the lognormal latency (0 = fixed)")
@@ -110,6 +115,8 @@ func parseFlags(args []string, stderr *os.File) (*options, error) {
 	fs.IntVar(&o.cfg.PromptSample, "log-prompt-every", 100, "log the full prompt of one turn in `n` (a context hash otherwise)")
 	fs.Int64Var(&o.hotBytes, "hot-bytes", 16<<20, "budget of the in-memory context tier in `bytes`")
 	fs.DurationVar(&o.ttl, "context-ttl", 24*time.Hour, "how long an idle session's context is kept")
+	fs.DurationVar(&o.linger, "store-linger", 500*time.Millisecond, "least time between two writes to the cold tier; a session's turns within it are written once")
+	fs.IntVar(&o.batch, "store-batch", 2048, "most sessions in one write to the cold tier")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -130,6 +137,9 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	if err != nil {
 		return err
 	}
+	if o.memLimit > 0 {
+		debug.SetMemoryLimit(o.memLimit)
+	}
 	// Logs go out in bursts of up to 100 ms, not one write per line.
 	logs := newLogWriter(stderr, 100*time.Millisecond)
 	defer logs.Close()
@@ -146,7 +156,13 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 		return err
 	}
 	defer closeCold()
-	store, err := ctxstore.New(cold, ctxstore.Config{TTL: o.ttl, HotBytes: o.hotBytes, Logger: log})
+	store, err := ctxstore.New(cold, ctxstore.Config{
+		TTL:      o.ttl,
+		HotBytes: o.hotBytes,
+		Linger:   o.linger,
+		MaxBatch: o.batch,
+		Logger:   log,
+	})
 	if err != nil {
 		return err
 	}
