@@ -55,6 +55,7 @@ type options struct {
 	drain     time.Duration
 	pprof     bool
 	memLimit  int64
+	gcPercent int
 
 	sim          server.SimConfig
 	concurrency  int
@@ -68,6 +69,7 @@ type options struct {
 	ttl      time.Duration
 	linger   time.Duration
 	batch    int
+	window   ctxstore.Window
 }
 
 func parseFlags(args []string, stderr *os.File) (*options, error) {
@@ -84,6 +86,7 @@ func parseFlags(args []string, stderr *os.File) (*options, error) {
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.DurationVar(&o.drain, "drain-timeout", 30*time.Second, "how long a shutdown may take to answer accepted messages")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/")
+	fs.IntVar(&o.gcPercent, "gc-percent", 50, "Go's GOGC: heap growth between collections, in `percent` of the live heap; lower trades CPU for memory (Go's default is 100)")
 	fs.Int64Var(&o.memLimit, "memory-limit", 0, "soft limit on the Go runtime's memory in `bytes`, like GOMEMLIMIT (0 = GOMEMLIMIT or none)")
 
 	fs.DurationVar(&o.sim.Latency, "model-latency", 500*time.Millisecond, "simulated model: mean latency of a call")
@@ -115,6 +118,8 @@ func parseFlags(args []string, stderr *os.File) (*options, error) {
 	fs.IntVar(&o.cfg.PromptSample, "log-prompt-every", 100, "log the full prompt of one turn in `n` (a context hash otherwise)")
 	fs.Int64Var(&o.hotBytes, "hot-bytes", 16<<20, "budget of the in-memory context tier in `bytes`")
 	fs.DurationVar(&o.ttl, "context-ttl", 24*time.Hour, "how long an idle session's context is kept")
+	fs.IntVar(&o.window.MaxTurns, "context-turns", 16, "most turns in a session's context window (its system prompt aside)")
+	fs.IntVar(&o.window.MaxTokens, "context-tokens", 4096, "token budget of a session's context window")
 	fs.DurationVar(&o.linger, "store-linger", 500*time.Millisecond, "least time between two writes to the cold tier; a session's turns within it are written once")
 	fs.IntVar(&o.batch, "store-batch", 2048, "most sessions in one write to the cold tier")
 	if err := fs.Parse(args); err != nil {
@@ -137,8 +142,11 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 	if err != nil {
 		return err
 	}
+	// A server holding thousands of sessions is mostly live heap, and
+	// Go's default lets the heap grow to twice that between collections.
+	defer debug.SetGCPercent(debug.SetGCPercent(o.gcPercent))
 	if o.memLimit > 0 {
-		debug.SetMemoryLimit(o.memLimit)
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(o.memLimit))
 	}
 	// Logs go out in bursts of up to 100 ms, not one write per line.
 	logs := newLogWriter(stderr, 100*time.Millisecond)
@@ -161,6 +169,7 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 		HotBytes: o.hotBytes,
 		Linger:   o.linger,
 		MaxBatch: o.batch,
+		Window:   o.window,
 		Logger:   log,
 	})
 	if err != nil {
