@@ -30,6 +30,7 @@ type metrics struct {
 	queueDelay    prometheus.Histogram
 	batchSize     prometheus.Histogram
 	replyLatency  prometheus.Histogram
+	overhead      prometheus.Histogram
 	modelLatency  prometheus.Histogram
 }
 
@@ -53,6 +54,8 @@ func newMetrics(s *Server) *metrics {
 			Buckets: prometheus.ExponentialBuckets(1, 2, 8)}),
 		replyLatency: f.NewHistogram(prometheus.HistogramOpts{Name: "parley_reply_seconds", Help: "Time from a message's arrival until its reply was written.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		overhead: f.NewHistogram(prometheus.HistogramOpts{Name: "parley_overhead_seconds", Help: "Time from a message's arrival until its reply was written, less the model's own time for it.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		modelLatency: f.NewHistogram(prometheus.HistogramOpts{Name: "parley_model_seconds", Help: "The model's own time per call.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 	}
@@ -117,5 +120,6 @@ func (m *metrics) turnDone(a answer, latency float64) {
 	m.replyLatency.Observe(latency)
 	if !a.fallback {
 		m.modelLatency.Observe(a.Service.Seconds())
+		m.overhead.Observe(latency - a.Service.Seconds())
 	}
 }

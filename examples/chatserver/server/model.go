@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 )
@@ -196,10 +199,20 @@ func simAnswer(prompt []Message, echo bool) string {
 	if echo {
 		return "You said: " + user
 	}
-	words := strings.Fields(user)
 	topic := "that"
-	if len(words) > 0 {
-		topic = "«" + words[len(words)-1] + "»"
+	if w := lastWord(user); w != "" {
+		topic = "«" + w + "»"
 	}
-	return fmt.Sprintf("Noted, turn %d: tell me more about %s.", turns, topic)
+	return "Noted, turn " + strconv.Itoa(turns) + ": tell me more about " + topic + "."
+}
+
+// lastWord returns the last space-separated word of s.
+func lastWord(s string) string {
+	s = strings.TrimRightFunc(s, unicode.IsSpace)
+	i := strings.LastIndexFunc(s, unicode.IsSpace)
+	if i < 0 {
+		return s
+	}
+	_, size := utf8.DecodeRuneInString(s[i:])
+	return s[i+size:]
 }

@@ -6,7 +6,9 @@ import (
 	"time"
 )
 
-// modelReq is one prompt on its way to the model through the batcher.
+// modelReq is a session's turn on its way to the model through the
+// batcher, and back. A session has one turn in flight at most, so it keeps
+// one modelReq and reuses it, prompt buffer included.
 type modelReq struct {
 	session     *session
 	arrival     time.Time // when the user's message arrived
@@ -14,6 +16,23 @@ type modelReq struct {
 	prompt      []Message
 	regenerated bool          // this is the second try after an echo
 	queued      time.Duration // queue time of an earlier try
+
+	// The batcher's answer, and the callbacks that carry it back to the
+	// session, made once per session.
+	ans      answer
+	err      error
+	onAnswer func(answer, error)
+	resume   func()
+}
+
+// init prepares req for ss's turns.
+func (req *modelReq) init(ss *session) {
+	req.session = ss
+	req.resume = func() { ss.resume(req) }
+	req.onAnswer = func(a answer, err error) {
+		req.ans, req.err = a, err
+		ss.srv.exec.do(req.resume)
+	}
 }
 
 // answer is the model's completion for one prompt, as the session sees it.
@@ -27,9 +46,7 @@ type answer struct {
 // another goroutine, since the batcher's callback must not block.
 func (s *Server) submit(req *modelReq) error {
 	s.queued.Add(1)
-	err := s.batcher.Submit(req, func(a answer, err error) {
-		s.exec.do(func() { req.session.resume(req, a, err) })
-	})
+	err := s.batcher.Submit(req, req.onAnswer)
 	if err != nil {
 		s.queued.Add(-1)
 	}

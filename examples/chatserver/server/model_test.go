@@ -221,3 +221,17 @@ func BenchmarkEchoOverlap(b *testing.B) {
 		echoOverlap(user, reply)
 	}
 }
+
+func TestLastWord(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                       "",
+		"parsnips":               "parsnips",
+		"tell me about parsnips": "parsnips",
+		"trailing space  ":       "space",
+		"non\u00a0breaking":      "breaking",
+	} {
+		if got := lastWord(in); got != want {
+			t.Errorf("lastWord(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -153,8 +153,10 @@ type Server struct {
 	guard   *backpressure.Guard[[]Completion]
 	batcher *batch.Batcher[*modelReq, answer]
 	exec    *executor // runs the sessions' workers
-	metrics *metrics
-	mux     *http.ServeMux
+	// storeCtx bounds the context store calls of every session.
+	storeCtx deadlines
+	metrics  *metrics
+	mux      *http.ServeMux
 
 	// queued counts turns handed to the batcher and not yet dispatched;
 	// headWait is the queueing delay (ns) of the last dispatched turn and
@@ -221,6 +223,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.exec = newExecutor(4 * runtime.GOMAXPROCS(0))
+	s.storeCtx.timeout = cfg.StoreTimeout
 	s.wheel = fsm.NewWheel(fsm.WheelConfig{Resolution: 10 * time.Millisecond}, func(x fsm.Expiry[*session]) {
 		x.Key.expired(x.Time)
 	})

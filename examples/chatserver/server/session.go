@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -36,9 +37,21 @@ const (
 // a session's reader is parked for the connection's whole life).
 type inbound struct {
 	at     time.Time
-	data   []byte
-	binary bool // a binary frame, which the protocol does not use
-	expiry bool // a timeout came due at at
+	data   *bytes.Buffer // from frameBuffers; whoever takes the item puts it back
+	binary bool          // a binary frame, which the protocol does not use
+	expiry bool          // a timeout came due at at
+}
+
+// frameBuffers recycles the buffers client frames are read into: a frame
+// lives only until the worker has decoded it.
+var frameBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// frame decodes the item's frame and recycles its buffer.
+func (it *inbound) frame(maxText int) (clientFrame, error) {
+	f, err := parseClientFrame(it.data.Bytes(), maxText)
+	frameBuffers.Put(it.data)
+	it.data = nil
+	return f, err
 }
 
 // session is one live conversation on one connection. Its reader (the HTTP
@@ -73,9 +86,10 @@ type session struct {
 	dlg     dialogue
 	rec     *ctxstore.Record
 	answers dedup
-	turns   int64 // turns ever appended to rec
-	ended   bool  // the dialogue reached END
-	over    bool  // finish has run
+	turns   int64    // turns ever appended to rec
+	req     modelReq // the turn in flight
+	ended   bool     // the dialogue reached END
+	over    bool     // finish has run
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -180,6 +194,7 @@ func (s *Server) open(ctx context.Context, conn *websocket.Conn, tenant, id stri
 		ss.rec.SetSystem(s.cfg.SystemPrompt)
 		ss.dlg = s.def.NewSession(now)
 	}
+	ss.req.init(ss)
 	ss.answers = newDedup(s.cfg.DedupWindow)
 	if v, ok := ss.rec.Slot(dedupSlot); ok {
 		ss.answers.load(v)
@@ -204,16 +219,22 @@ func (s *Server) open(ctx context.Context, conn *websocket.Conn, tenant, id stri
 func (ss *session) read() {
 	ctx := context.Background() // the connection's end ends the loop
 	for {
-		typ, data, err := ss.conn.Read(ctx)
+		typ, r, err := ss.conn.Reader(ctx)
 		if err != nil {
 			return
 		}
-		item := inbound{at: time.Now(), data: data, binary: typ != websocket.MessageText}
+		buf := frameBuffers.Get().(*bytes.Buffer)
+		buf.Reset()
+		if _, err := buf.ReadFrom(r); err != nil {
+			frameBuffers.Put(buf)
+			return
+		}
+		item := inbound{at: time.Now(), data: buf, binary: typ != websocket.MessageText}
 		if err := ss.in.Push(ctx, item); err != nil {
 			// The ring is closed: the server is draining or the session
 			// moved to another connection. The message was not accepted,
 			// so tell the client to send it elsewhere.
-			f, _ := parseClientFrame(data, ss.srv.cfg.MaxTextBytes)
+			f, _ := item.frame(ss.srv.cfg.MaxTextBytes)
 			ss.write(errorFrame(f.ID, &requestError{
 				code: codeUnavailable, msg: "this connection no longer serves the session", retryAfter: time.Second,
 			}))

@@ -93,7 +93,7 @@ func (ss *session) finish() {
 			break
 		}
 		if !it.expiry {
-			f, _ := parseClientFrame(it.data, ss.srv.cfg.MaxTextBytes)
+			f, _ := it.frame(ss.srv.cfg.MaxTextBytes)
 			ss.write(errorFrame(f.ID, &requestError{code: codeEnded, msg: "the session has ended"}))
 		}
 	}
@@ -109,7 +109,7 @@ func (ss *session) handle(it *inbound) (waiting bool) {
 		}
 		return false
 	}
-	f, err := parseClientFrame(it.data, ss.srv.cfg.MaxTextBytes)
+	f, err := it.frame(ss.srv.cfg.MaxTextBytes)
 	switch {
 	case it.binary:
 		err = &requestError{code: codeBadRequest, msg: "frames must be JSON text"}
@@ -160,9 +160,7 @@ func (ss *session) end(id, reason string) {
 func (ss *session) close(reason string) {
 	ss.ended = true
 	ss.srv.wheel.Arm(ss.entry, time.Time{})
-	ctx, cancel := context.WithTimeout(context.Background(), ss.srv.cfg.StoreTimeout)
-	defer cancel()
-	if err := ss.srv.store.Delete(ctx, ss.key.Tenant, ss.key.ID); err != nil {
+	if err := ss.srv.store.Delete(ss.srv.storeCtx.get(time.Now()), ss.key.Tenant, ss.key.ID); err != nil {
 		ss.logf(slog.LevelError, "deleting ended session", "err", err)
 	}
 	ss.write(Frame{Type: typeState, State: fsm.End.String()})
@@ -192,7 +190,10 @@ func (ss *session) turn(arrival time.Time, f clientFrame) (waiting bool) {
 		return false
 	}
 	ss.appendTurn(ctxstore.RoleUser, text)
-	req := &modelReq{session: ss, arrival: arrival, id: id, text: text, prompt: ss.prompt()}
+	req := &ss.req // the previous turn is over: reuse it
+	req.arrival, req.id, req.text = arrival, id, text
+	req.prompt = ss.prompt(req.prompt[:0])
+	req.regenerated, req.queued = false, 0
 	if err := srv.submit(req); err != nil {
 		ss.logf(slog.LevelError, "model call refused", "id", id, "err", err)
 		ss.write(errorFrame(id, &requestError{code: codeUnavailable, msg: "the model queue is full", retryAfter: time.Second}))
@@ -203,8 +204,10 @@ func (ss *session) turn(arrival time.Time, f clientFrame) (waiting bool) {
 
 // resume finishes a turn with the model's answer and carries on with the
 // session's work: it is the worker's next run.
-func (ss *session) resume(req *modelReq, a answer, err error) {
+func (ss *session) resume(req *modelReq) {
 	srv := ss.srv
+	a, err := req.ans, req.err
+	req.ans, req.err = answer{}, nil
 	if err == nil && echoOverlap(req.text, a.Text) >= srv.cfg.EchoThreshold {
 		srv.metrics.echoes.Inc()
 		if srv.cfg.EchoRegenerate && !req.regenerated {
@@ -278,9 +281,9 @@ func (ss *session) appendTurn(role ctxstore.Role, text string) {
 	ss.turns++
 }
 
-// prompt builds the model's input from the session's context window.
-func (ss *session) prompt() []Message {
-	p := make([]Message, 0, ss.rec.Len()+1)
+// prompt appends the model's input, built from the session's context
+// window, to p.
+func (ss *session) prompt(p []Message) []Message {
 	p = append(p, Message{Role: string(ctxstore.RoleSystem), Content: ss.rec.System()})
 	for t := range ss.rec.Turns() {
 		p = append(p, Message{Role: string(t.Role), Content: t.Text})
@@ -297,8 +300,7 @@ func (ss *session) save() {
 	}
 	ss.rec.SetSnapshot(snap)
 	ss.rec.SetSlot(turnsSlot, strconv.FormatInt(ss.turns, 10))
-	ctx, cancel := context.WithTimeout(context.Background(), ss.srv.cfg.StoreTimeout)
-	defer cancel()
+	ctx := ss.srv.storeCtx.get(time.Now())
 	err = ss.srv.store.Put(ctx, ss.rec)
 	if errors.Is(err, ctxstore.ErrStale) {
 		// Another writer stored the session since this connection read it
