@@ -30,7 +30,9 @@
 // It dispatches at once while the backend is idle and lets batches grow only
 // while a batch is in flight, so a lone request waits for nothing; each
 // caller gets its own result, and a caller's cancellation touches no one
-// else.
+// else. Callers either wait (Do) or are called back (Submit), so a host
+// with ten thousand sessions waiting on the model need not park ten
+// thousand goroutines.
 //
 // [github.com/parley-go/parley/ctxstore] keeps each session's record (state
 // snapshot, bounded context window of turns, slots) in a hot in-process tier
@@ -45,10 +47,12 @@
 //	connection reader --> ring --> session worker --> fsm transition
 //	    --> backpressure admission --> batch --> model (guarded call) --> reply
 //
-// with ctxstore beside the worker: the worker loads the session's context
-// window before admission and stores the new turns after the reply. One
-// goroutine per session consumes its ring, so a session's state has a single
-// writer and replies never cross sessions. The programs under examples/ show
-// this wiring end to end: examples/chatserver is a WebSocket chat server and
+// with ctxstore beside the worker: the worker keeps the session's record,
+// adds the user's turn to its context window before the model call and
+// stores the reply after it. One worker per session consumes its ring, one
+// run at a time, so a session's state has a single writer and replies
+// never cross sessions; the fsm timer wheel hands idle timeouts to the same
+// worker through the same ring. The programs under examples/ show this
+// wiring end to end: examples/chatserver is a WebSocket chat server and
 // examples/loadgen drives it with thousands of verified sessions.
 package parley
