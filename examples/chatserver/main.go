@@ -29,6 +29,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -164,6 +165,9 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 		return err
 	}
 	defer closeCold()
+	// The store reports writes the cold tier refused (another node wrote
+	// the session) to the server, which is made after the store.
+	var srvp atomic.Pointer[server.Server]
 	store, err := ctxstore.New(cold, ctxstore.Config{
 		TTL:      o.ttl,
 		HotBytes: o.hotBytes,
@@ -171,6 +175,11 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 		MaxBatch: o.batch,
 		Window:   o.window,
 		Logger:   log,
+		OnWriteError: func(k ctxstore.Key, err error) {
+			if srv := srvp.Load(); srv != nil {
+				srv.StoreWriteError(k, err)
+			}
+		},
 	})
 	if err != nil {
 		return err
@@ -181,6 +190,7 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 		store.Close(context.Background())
 		return err
 	}
+	srvp.Store(srv)
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {

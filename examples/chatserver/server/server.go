@@ -327,6 +327,25 @@ func (s *Server) attach(ctx context.Context, ss *session) error {
 	}
 }
 
+// StoreWriteError is meant for the context store's [ctxstore.Config]
+// OnWriteError hook: it counts and logs a write that will never reach the
+// cold tier and, when the cold tier refused it as stale (another node
+// wrote the session since), makes the live session merge its turns into the
+// newer record at its next save. It does not block.
+func (s *Server) StoreWriteError(k ctxstore.Key, err error) {
+	s.metrics.storeErrors.Inc()
+	s.log.Warn("context store dropped a write", "session", k.String(), "err", err)
+	if !errors.Is(err, ctxstore.ErrStale) {
+		return
+	}
+	s.mu.Lock()
+	ss := s.sessions[k]
+	s.mu.Unlock()
+	if ss != nil {
+		ss.outdated.Store(true)
+	}
+}
+
 // liveSessions returns the number of sessions attached to a connection.
 func (s *Server) liveSessions() int {
 	s.mu.Lock()

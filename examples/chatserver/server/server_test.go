@@ -55,7 +55,14 @@ func newEnv(t *testing.T, edit func(*Config)) *testEnv {
 
 func newEnvWith(t *testing.T, cold *ctxstore.Memory, model Model, edit func(*Config)) *testEnv {
 	t.Helper()
-	store, err := ctxstore.New(cold, ctxstore.Config{Logger: quietLogger()})
+	// As a host wires it: the store tells the server about writes the
+	// cold tier refused.
+	var srvp atomic.Pointer[Server]
+	store, err := ctxstore.New(cold, ctxstore.Config{Logger: quietLogger(), OnWriteError: func(k ctxstore.Key, err error) {
+		if srv := srvp.Load(); srv != nil {
+			srv.StoreWriteError(k, err)
+		}
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +72,7 @@ func newEnvWith(t *testing.T, cold *ctxstore.Memory, model Model, edit func(*Con
 		edit(&cfg)
 	}
 	srv, err := New(cfg)
+	srvp.Store(srv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,6 +266,52 @@ func TestResumeTakesOverLiveConnection(t *testing.T) {
 	}
 	if f := c2.ask("m2", "still there?"); f.Type != typeReply {
 		t.Errorf("reply on the new connection = %+v", f)
+	}
+}
+
+// TestTwoNodesWritingOneSession serves one session from two servers on
+// one cold tier, as a broken router would: no turn is lost, because the
+// server whose write the cold tier refused merges its turns into the newer
+// record.
+func TestTwoNodesWritingOneSession(t *testing.T) {
+	cold := &ctxstore.Memory{}
+	sim := func() Model {
+		m, err := NewSimModel(SimConfig{Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	a := newEnvWith(t, cold, sim(), nil)
+	b := newEnvWith(t, cold, sim(), nil)
+	ca, hello := a.hello(t, "")
+	ca.ask("a1", "first from node a")
+	flush := func(e *testEnv) {
+		t.Helper()
+		if err := e.store.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flush(a)
+	cb, _ := b.hello(t, "session="+hello.Session)
+	cb.ask("b1", "then from node b")
+	flush(b)
+	ca.ask("a2", "again from node a") // refused as stale once cold
+	flush(a)
+	ca.ask("a3", "and once more from node a") // merged into b's record
+	flush(a)
+
+	data, _, err := cold.Load(context.Background(), ctxstore.Key{Tenant: "default", ID: hello.Session})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"first from node a", "then from node b", "again from node a", "and once more from node a"} {
+		if n := strings.Count(string(data), want); n != 1 {
+			t.Errorf("the stored session holds %q %d times, want once", want, n)
+		}
+	}
+	if got := testutilCounter(t, a, "parley_store_errors_total"); got != 1 {
+		t.Errorf("node a store errors = %v, want 1 (the stale write)", got)
 	}
 }
 

@@ -81,15 +81,21 @@ type session struct {
 	// running is set while a run of the worker exists, including while it
 	// waits for the model; closing once in is closed.
 	running, closing atomic.Bool
+	// outdated is set when the cold tier refused one of the session's
+	// writes as stale: another node wrote it since. The next save merges.
+	outdated atomic.Bool
 
 	// Owned by the worker.
 	dlg     dialogue
 	rec     *ctxstore.Record
 	answers dedup
-	turns   int64    // turns ever appended to rec
-	req     modelReq // the turn in flight
-	ended   bool     // the dialogue reached END
-	over    bool     // finish has run
+	turns   int64 // turns ever appended to rec
+	// sinceRead counts the turns appended since rec was read from the
+	// store: what a merge must carry over into a newer record.
+	sinceRead int
+	req       modelReq // the turn in flight
+	ended     bool     // the dialogue reached END
+	over      bool     // finish has run
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {

@@ -279,6 +279,27 @@ func (ss *session) replyFrame(a answered, text string, replay bool) Frame {
 func (ss *session) appendTurn(role ctxstore.Role, text string) {
 	ss.rec.Append(ctxstore.Turn{Role: role, Text: text})
 	ss.turns++
+	ss.sinceRead++
+}
+
+// overlap returns the length of the longest prefix of turns that stands,
+// in order, somewhere in r's window.
+func overlap(r *ctxstore.Record, turns []ctxstore.Turn) int {
+	for k := len(turns); k > 0; k-- {
+		for start := 0; start+k <= r.Len(); start++ {
+			match := true
+			for j := range k {
+				if t := r.Turn(start + j); t.Role != turns[j].Role || t.Text != turns[j].Text {
+					match = false
+					break
+				}
+			}
+			if match {
+				return k
+			}
+		}
+	}
+	return 0
 }
 
 // prompt appends the model's input, built from the session's context
@@ -301,26 +322,44 @@ func (ss *session) save() {
 	ss.rec.SetSnapshot(snap)
 	ss.rec.SetSlot(turnsSlot, strconv.FormatInt(ss.turns, 10))
 	ctx := ss.srv.storeCtx.get(time.Now())
-	err = ss.srv.store.Put(ctx, ss.rec)
+	if ss.outdated.Swap(false) {
+		err = ctxstore.ErrStale // the cold tier refused an earlier write
+	} else {
+		err = ss.srv.store.Put(ctx, ss.rec)
+	}
 	if errors.Is(err, ctxstore.ErrStale) {
 		// Another writer stored the session since this connection read it
 		// (two nodes serving one session). Keep both: take the newer
-		// record and add this turn on top of it.
-		ss.logf(slog.LevelWarn, "session was written elsewhere; merging this turn into the newer record")
-		var cur *ctxstore.Record
-		if cur, err = ss.srv.store.Get(ctx, ss.key.Tenant, ss.key.ID); err == nil {
-			for i := max(0, ss.rec.Len()-2); i < ss.rec.Len(); i++ {
-				cur.Append(ss.rec.Turn(i))
-			}
-			cur.SetSnapshot(snap)
-			ss.rec = cur
-			err = ss.srv.store.Put(ctx, ss.rec)
-		}
+		// record and add the turns this connection added on top of it.
+		ss.logf(slog.LevelWarn, "session was written elsewhere; merging this connection's turns into the newer record", "turns", ss.sinceRead)
+		err = ss.merge(ctx, snap)
 	}
 	if err != nil {
 		ss.srv.metrics.storeErrors.Inc()
 		ss.logf(slog.LevelError, "storing session", "err", err)
 	}
+}
+
+// merge replaces the session's record with the store's newer one plus the
+// turns this connection added since it read the record, and stores it.
+func (ss *session) merge(ctx context.Context, snap []byte) error {
+	cur, err := ss.srv.store.Get(ctx, ss.key.Tenant, ss.key.ID)
+	if err != nil {
+		return err
+	}
+	ours := make([]ctxstore.Turn, 0, ss.sinceRead)
+	for i := max(0, ss.rec.Len()-ss.sinceRead); i < ss.rec.Len(); i++ {
+		ours = append(ours, ss.rec.Turn(i))
+	}
+	// Turns of ours that reached the cold tier before the other writer
+	// read the session are in cur already.
+	for _, t := range ours[overlap(cur, ours):] {
+		cur.Append(t)
+	}
+	cur.SetSnapshot(snap)
+	cur.SetSlot(turnsSlot, strconv.FormatInt(ss.turns, 10))
+	ss.rec, ss.sinceRead = cur, 0
+	return ss.srv.store.Put(ctx, ss.rec)
 }
 
 // logTurn logs a finished turn: the full prompt for one turn in
