@@ -34,7 +34,7 @@ const maxBars = 50
 // whose content the page then holds, so it needs no network to be viewed.
 func writeReport(w io.Writer, cfg *Config, s *Summary, echarts string) error {
 	page := components.NewPage()
-	page.SetPageTitle("loadgen report")
+	page.SetPageTitle(s.String()) // the summary line, as the page title
 	page.SetLayout(components.PageFlexLayout)
 	page.AddCharts(latencyChart(cfg, s), histogramChart(s), rateChart(s))
 	switch {
@@ -73,8 +73,9 @@ func chartOpts(title, subtitle, xName, yName string) []charts.GlobalOpts {
 
 func latencyChart(cfg *Config, s *Summary) *charts.Line {
 	c := charts.NewLine()
-	subtitle := fmt.Sprintf("%d sessions x %d turns, think %v, ramp %v, %s\n%s",
-		cfg.Sessions, cfg.Turns, cfg.Think, cfg.Ramp, cfg.URL, s)
+	// One line: echarts sets multi-line subtitles without line spacing.
+	subtitle := fmt.Sprintf("%d sessions x %d turns, think %v, ramp %v, %s; %.1f turns/s, overhead p99 %.1f ms, server RSS %.1f MB",
+		cfg.Sessions, cfg.Turns, cfg.Think, cfg.Ramp, cfg.URL, s.TurnsPerSec, ms(s.OverheadP99), s.ServerRSSMB)
 	c.SetGlobalOptions(chartOpts(titleLatency, subtitle, "seconds since start", "ms")...)
 	c.SetXAxis(seconds(s.Series))
 	series := func(f func(p *Point) time.Duration) []opts.LineData {
