@@ -128,11 +128,28 @@ func (b *Buffer[T]) Close() {
 // with a done ctx.
 func (b *Buffer[T]) Push(ctx context.Context, v T) error {
 	b.mu.Lock()
-	if b.plain() {
-		b.append(v)
-		b.mu.Unlock()
-		return nil
+	// The two common cases first: hand v to a parked consumer (which
+	// implies an open, empty Buffer), or queue it. While no other producer
+	// is parked, neither has a wake-up to pass on.
+	if b.prod.n == 0 {
+		if b.cons.n > 0 {
+			_, ch := b.claim(1)
+			b.mu.Unlock()
+			ch <- delivery[T]{v, true}
+			return nil
+		}
+		if !b.closed && !b.full() {
+			b.append(v)
+			b.mu.Unlock()
+			return nil
+		}
 	}
+	return b.pushSlow(ctx, v)
+}
+
+// pushSlow is Push when the Buffer is full or closed, or producers are
+// parked. b.mu is held on entry and released on return.
+func (b *Buffer[T]) pushSlow(ctx context.Context, v T) error {
 	if b.full() && !b.closed {
 		if err := b.waitRoom(ctx); err != nil {
 			b.mu.Unlock()
@@ -199,12 +216,24 @@ func (b *Buffer[T]) PushBatch(ctx context.Context, vs []T) (int, error) {
 // consulted when Pop has to wait.
 func (b *Buffer[T]) Pop(ctx context.Context) (T, error) {
 	b.mu.Lock()
-	if b.empty() {
+	if !b.empty() {
+		v := b.shift()
+		b.poppedUnlock(1)
+		return v, nil
+	}
+	// Park. A consumer that keeps up with its producer parks on every Pop,
+	// so the common park (open Buffer, channel made, ctx never done) is
+	// spelled out here rather than in a call to receive.
+	ch := b.cons.ch
+	if ch == nil || b.closed {
 		return b.receive(ctx)
 	}
-	v := b.shift()
-	b.poppedUnlock(1)
-	return v, nil
+	b.cons.n++
+	b.mu.Unlock()
+	if done := ctx.Done(); done != nil {
+		return b.await(ctx, ch, done)
+	}
+	return (<-ch).result()
 }
 
 // TryPop removes and returns the oldest item if there is one; ok reports
@@ -255,12 +284,6 @@ func (b *Buffer[T]) PopBatch(ctx context.Context, dst []T) (int, error) {
 func (b *Buffer[T]) mask() uint64 { return uint64(len(b.buf) - 1) }
 func (b *Buffer[T]) full() bool   { return b.tail-b.head == uint64(len(b.buf)) }
 func (b *Buffer[T]) empty() bool  { return b.tail == b.head }
-
-// plain reports whether a push needs nothing but a free slot: the Buffer is
-// open and not full, and nobody is parked. b.mu must be held.
-func (b *Buffer[T]) plain() bool {
-	return b.tail-b.head < uint64(len(b.buf)) && !b.closed && b.cons.n == 0 && b.prod.n == 0
-}
 
 // append stores v in the free slot at the tail. b.mu must be held.
 func (b *Buffer[T]) append(v T) {
@@ -433,39 +456,48 @@ func (b *Buffer[T]) claim(max int) (int, chan delivery[T]) {
 // it an item, Close wakes it or ctx is done. b.mu is held on entry and
 // released on return.
 func (b *Buffer[T]) receive(ctx context.Context) (T, error) {
-	var zero T
-	r := &b.cons
 	if b.closed {
 		b.mu.Unlock()
+		var zero T
 		return zero, ErrClosed
 	}
-	if r.ch == nil {
-		r.ch = make(chan delivery[T], 1)
+	if b.cons.ch == nil {
+		b.cons.ch = make(chan delivery[T], 1)
 	}
-	r.n++
-	ch := r.ch
+	b.cons.n++
+	ch := b.cons.ch
 	b.mu.Unlock()
-	var d delivery[T]
-	if done := ctx.Done(); done == nil {
-		d = <-ch
-	} else {
-		select {
-		case d = <-ch:
-		case <-done:
-			b.mu.Lock()
-			left := r.n > 0 // unclaimed: leave, unless a push claimed us first
-			if left {
-				r.n--
-			}
-			b.mu.Unlock()
-			if left {
-				return zero, ctx.Err()
-			}
-			d = <-ch // we were claimed, so a delivery is on its way
-		}
+	if done := ctx.Done(); done != nil {
+		return b.await(ctx, ch, done)
 	}
+	return (<-ch).result()
+}
+
+// await is receive's wait for a consumer that is parked on ch with a ctx
+// that can be done.
+func (b *Buffer[T]) await(ctx context.Context, ch chan delivery[T], done <-chan struct{}) (T, error) {
+	select {
+	case d := <-ch:
+		return d.result()
+	case <-done:
+	}
+	b.mu.Lock()
+	left := b.cons.n > 0 // unclaimed: leave, unless a push claimed us first
+	if left {
+		b.cons.n--
+	}
+	b.mu.Unlock()
+	if left {
+		var zero T
+		return zero, ctx.Err()
+	}
+	return (<-ch).result() // we were claimed, so a delivery is on its way
+}
+
+// result returns what a Pop that received d returns.
+func (d delivery[T]) result() (T, error) {
 	if !d.ok {
-		return zero, ErrClosed
+		return d.v, ErrClosed // d.v is the zero T
 	}
 	return d.v, nil
 }
