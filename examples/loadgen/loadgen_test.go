@@ -245,7 +245,7 @@ func TestRunProgress(t *testing.T) {
 	if len(lines) != len(sum.Series) || len(lines) < 2 {
 		t.Fatalf("got %d progress lines and %d points, want the same number, at least 2", len(lines), len(sum.Series))
 	}
-	for _, field := range []string{"connected=", "turns=", "turns/s=", "p99_ms=", "errors=", "shed=", "lost="} {
+	for _, field := range []string{"connected=", "turns=", "turns/s=", "p99_ms=", "overhead_p99_ms=", "errors=", "shed=", "lost="} {
 		if !strings.Contains(lines[0], field) {
 			t.Errorf("progress line %q lacks %s", lines[0], field)
 		}

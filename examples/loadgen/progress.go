@@ -53,9 +53,9 @@ func (r *runner) sample(stop <-chan struct{}) {
 		r.mu.Unlock()
 		if r.cfg.Progress != nil {
 			fmt.Fprintf(r.cfg.Progress, "loadgen: %5.1fs connected=%d turns=%d turns/s=%.1f p99_ms=%.1f "+
-				"errors=%d shed=%d lost=%d rss_mb=%.1f\n",
+				"overhead_p99_ms=%.1f errors=%d shed=%d lost=%d rss_mb=%.1f\n",
 				at.Seconds(), p.Connected, p.Turns, p.TurnsPerSec, ms(lat[cur].quantile(0.99)),
-				p.Errors, shed, r.lost.Load(), p.ServerRSSMB)
+				ms(over[cur].quantile(0.99)), p.Errors, shed, r.lost.Load(), p.ServerRSSMB)
 		}
 	}
 }
