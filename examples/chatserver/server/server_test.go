@@ -24,7 +24,7 @@ import (
 type testEnv struct {
 	srv   *Server
 	store *ctxstore.Store
-	cold  *ctxstore.Memory
+	cold  ctxstore.Cold
 	hs    *httptest.Server
 	model *countingModel
 	url   string // ws://.../ws
@@ -53,7 +53,7 @@ func newEnv(t *testing.T, edit func(*Config)) *testEnv {
 	return newEnvWith(t, &ctxstore.Memory{}, sim, edit)
 }
 
-func newEnvWith(t *testing.T, cold *ctxstore.Memory, model Model, edit func(*Config)) *testEnv {
+func newEnvWith(t *testing.T, cold ctxstore.Cold, model Model, edit func(*Config)) *testEnv {
 	t.Helper()
 	// As a host wires it: the store tells the server about writes the
 	// cold tier refused.

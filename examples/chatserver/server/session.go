@@ -79,7 +79,9 @@ type session struct {
 	// because the ring was full; the worker picks it up.
 	pendingExpiry atomic.Int64
 	// running is set while a run of the worker exists, including while it
-	// waits for the model; closing once in is closed.
+	// waits for the model, and from open until start, so that a drain or
+	// a takeover of a session still being opened starts no run on it;
+	// closing once in is closed.
 	running, closing atomic.Bool
 	// outdated is set when the cold tier refused one of the session's
 	// writes as stale: another node wrote it since. The next save merges.
@@ -131,6 +133,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ss.write(hello)
+	ss.start()
 	// The handler returns, so that net/http lets go of its buffers and
 	// its deep handshake stack; the session's reader is a new goroutine
 	// with a shallow stack.
@@ -154,13 +157,7 @@ func (ss *session) serve() {
 // It returns the hello frame for the client.
 func (s *Server) open(ctx context.Context, conn *websocket.Conn, tenant, id string) (*session, Frame, error) {
 	now := time.Now()
-	ss := &session{
-		srv:    s,
-		conn:   conn,
-		in:     ring.New[inbound](s.cfg.QueueSize),
-		stored: make(chan struct{}),
-		done:   make(chan struct{}),
-	}
+	ss := s.newSession(conn)
 	resumed := false
 	if id != "" {
 		ss.key = ctxstore.Key{Tenant: tenant, ID: id}
@@ -183,12 +180,14 @@ func (s *Server) open(ctx context.Context, conn *websocket.Conn, tenant, id stri
 			resumed = !ss.dlg.Terminal()
 		case errors.Is(err, ctxstore.ErrNotFound):
 		default:
-			s.detach(ss)
+			s.abandon(ss)
 			return nil, Frame{}, err
 		}
 		if !resumed {
-			s.detach(ss)
-			ss.rec = nil
+			// A new session, under a new id: let go of id, and start
+			// afresh with a session that no takeover or drain has seen.
+			s.abandon(ss)
+			ss = s.newSession(conn)
 		}
 	}
 	if !resumed {
@@ -217,6 +216,39 @@ func (s *Server) open(ctx context.Context, conn *websocket.Conn, tenant, id stri
 		Resumed: resumed,
 		Turns:   ss.rec.Len(),
 	}, nil
+}
+
+// newSession returns a session for conn, not yet registered. It holds
+// running until [session.start], so that no run of its worker starts
+// while open builds it: a drain or a takeover may find it registered.
+func (s *Server) newSession(conn *websocket.Conn) *session {
+	ss := &session{
+		srv:    s,
+		conn:   conn,
+		in:     ring.New[inbound](s.cfg.QueueSize),
+		stored: make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	ss.running.Store(true)
+	return ss
+}
+
+// abandon unregisters a session that open registered but will not serve.
+// It never ran, so it has nothing to store: it is stored at once, which
+// lets a takeover waiting for it go ahead.
+func (s *Server) abandon(ss *session) {
+	close(ss.stored)
+	s.detach(ss)
+}
+
+// start lets the worker of a session that open built run, once its hello
+// is sent, and starts a run if work came in meanwhile: a message cannot,
+// but an expiry, a drain or a takeover can.
+func (ss *session) start() {
+	ss.running.Store(false)
+	if ss.in.Len() > 0 || ss.pendingExpiry.Load() != 0 || ss.closing.Load() {
+		ss.kick()
+	}
 }
 
 // read is the reader loop: it moves client frames into the ring until the
