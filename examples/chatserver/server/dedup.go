@@ -49,6 +49,21 @@ func (d *dedup) put(a answered) {
 	d.next = (d.next + 1) % d.size
 }
 
+// renumber gives each answer the turn number to(a.Turn) after a merge
+// renumbered the session's turns, and forgets the answers for which to
+// reports false: a repeat of their ids is answered as new.
+func (d *dedup) renumber(to func(turn int64) (int64, bool)) {
+	kept := make([]answered, 0, len(d.items))
+	for i := range d.items {
+		a := d.items[(d.next+i)%len(d.items)]
+		if t, ok := to(a.Turn); ok {
+			a.Turn = t
+			kept = append(kept, a)
+		}
+	}
+	d.items, d.next = kept, 0
+}
+
 // save encodes the window, oldest first, for the session's record.
 func (d *dedup) save() string {
 	ordered := make([]answered, 0, len(d.items))

@@ -315,6 +315,44 @@ func TestTwoNodesWritingOneSession(t *testing.T) {
 	}
 }
 
+// TestReplayAfterMerge repeats an id on a node whose session was merged
+// into another node's newer record: the replay must be the reply the id
+// got, not another turn that the merge put in its place.
+func TestReplayAfterMerge(t *testing.T) {
+	cold := &ctxstore.Memory{}
+	sim := func() Model {
+		m, err := NewSimModel(SimConfig{Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	a := newEnvWith(t, cold, sim(), nil)
+	b := newEnvWith(t, cold, sim(), nil)
+	flush := func(e *testEnv) {
+		t.Helper()
+		if err := e.store.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ca, hello := a.hello(t, "")
+	a1 := ca.ask("a1", "first from node a")
+	flush(a)
+	cb, _ := b.hello(t, "session="+hello.Session)
+	cb.ask("b1", "then from node b")
+	flush(b)
+	a2 := ca.ask("a2", "again from node a") // refused as stale once cold
+	flush(a)
+	a3 := ca.ask("a3", "and once more from node a") // merged into b's record
+	flush(a)
+	for _, want := range []Frame{a1, a2, a3} {
+		got := ca.ask(want.ID, "repeated")
+		if got.Type == typeReply && (!got.Replay || got.Text != want.Text) {
+			t.Errorf("repeat of %s = %+v, want the replay of %q", want.ID, got, want.Text)
+		}
+	}
+}
+
 func TestTenantsAreIsolated(t *testing.T) {
 	e := newEnv(t, nil)
 	c, hello := e.hello(t, "tenant=acme")

@@ -283,8 +283,8 @@ func (ss *session) appendTurn(role ctxstore.Role, text string) {
 }
 
 // overlap returns the length of the longest prefix of turns that stands,
-// in order, somewhere in r's window.
-func overlap(r *ctxstore.Record, turns []ctxstore.Turn) int {
+// in order, somewhere in r's window, and where in the window it starts.
+func overlap(r *ctxstore.Record, turns []ctxstore.Turn) (k, at int) {
 	for k := len(turns); k > 0; k-- {
 		for start := 0; start+k <= r.Len(); start++ {
 			match := true
@@ -295,11 +295,11 @@ func overlap(r *ctxstore.Record, turns []ctxstore.Turn) int {
 				}
 			}
 			if match {
-				return k
+				return k, start
 			}
 		}
 	}
-	return 0
+	return 0, 0
 }
 
 // prompt appends the model's input, built from the session's context
@@ -351,11 +351,34 @@ func (ss *session) merge(ctx context.Context, snap []byte) error {
 	for i := max(0, ss.rec.Len()-ss.sinceRead); i < ss.rec.Len(); i++ {
 		ours = append(ours, ss.rec.Turn(i))
 	}
+	first := ss.turns - int64(len(ours)) // the number of ours[0]
 	// Turns of ours that reached the cold tier before the other writer
 	// read the session are in cur already.
-	for _, t := range ours[overlap(cur, ours):] {
+	k, at := overlap(cur, ours)
+	// The merged record numbers its turns as the other writer did, ours
+	// on top, and the answers a repeated id replays must point at the
+	// same turns under the new numbers (see replay).
+	n := int64(cur.Len()) // turns ever appended to cur
+	if v, ok := cur.Slot(turnsSlot); ok {
+		if c, err := strconv.ParseInt(v, 10, 64); err == nil && c >= n {
+			n = c
+		}
+	}
+	base := n - int64(cur.Len()) // the number of cur's first turn
+	ss.answers.renumber(func(turn int64) (int64, bool) {
+		switch j := turn - first; {
+		case j < 0:
+			return 0, false // older than what this connection read: not placed
+		case j < int64(k):
+			return base + int64(at) + j, true // cur had it already
+		default:
+			return n + j - int64(k), true // appended below
+		}
+	})
+	for _, t := range ours[k:] {
 		cur.Append(t)
 	}
+	ss.turns = n + int64(len(ours)-k)
 	cur.SetSnapshot(snap)
 	cur.SetSlot(turnsSlot, strconv.FormatInt(ss.turns, 10))
 	ss.rec, ss.sinceRead = cur, 0
