@@ -45,6 +45,13 @@ func (ss *session) run() {
 			continue
 		}
 		if ss.closing.Load() || ss.ended {
+			// shut closes the ring before it sets closing, so once closing
+			// is seen nothing more arrives; but a message pushed between
+			// the empty TryPop above and the close was accepted, and is
+			// answered, not refused.
+			if !ss.ended && ss.in.Len() > 0 {
+				continue
+			}
 			ss.finish()
 			return
 		}
