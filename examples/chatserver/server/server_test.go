@@ -746,3 +746,35 @@ func testutilCounter(t *testing.T, e *testEnv, series string) float64 {
 	}
 	return 0
 }
+
+// TestNewRejectsNegativeConfig checks that a negative size or duration is
+// refused with an error naming the field, instead of failing later.
+func TestNewRejectsNegativeConfig(t *testing.T) {
+	sim, err := NewSimModel(SimConfig{Latency: time.Millisecond, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := ctxstore.New(&ctxstore.Memory{}, ctxstore.Config{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close(context.Background()) })
+	for name, edit := range map[string]func(*Config){
+		"DedupWindow":   func(c *Config) { c.DedupWindow = -1 },
+		"QueueSize":     func(c *Config) { c.QueueSize = -8 },
+		"Heartbeat":     func(c *Config) { c.Heartbeat = -time.Second },
+		"MaxFrameBytes": func(c *Config) { c.MaxFrameBytes = -1 },
+	} {
+		cfg := Config{Model: sim, Store: store, Logger: quietLogger()}
+		edit(&cfg)
+		srv, err := New(cfg)
+		if err == nil {
+			srv.Shutdown(context.Background())
+			t.Errorf("%s negative: New succeeded", name)
+			continue
+		}
+		if !strings.Contains(err.Error(), "Config."+name) {
+			t.Errorf("%s negative: error %q does not name the field", name, err)
+		}
+	}
+}
