@@ -268,7 +268,10 @@ func (d *recData) clone() *recData {
 		slots:    slices.Clone(d.slots),
 	}
 	if d.n > 0 {
-		c.ring = d.appendTurns(make([]Turn, 0, d.n))
+		// Keep d's capacity: the change that made the clone is most often
+		// an Append, which then needs no second copy to grow the ring.
+		c.ring = make([]Turn, len(d.ring))
+		d.appendTurns(c.ring[:0])
 		c.n = d.n
 	}
 	return c
