@@ -52,10 +52,19 @@ func (v Verdict) String() string {
 	return fmt.Sprintf("Verdict(%d)", uint8(v))
 }
 
-// Bits of Detector.flags, a lock-free mirror of the state under mu.
+// Detector.state packs one of these codes into its top codeBits bits,
+// above the low stampBits bits of a UnixNano time (the stamp): when clear,
+// the time of the last state change; when above, the end of the running
+// interval; when dropping, the next scheduled drop. Zero is the unseen
+// state of a new Detector.
 const (
-	flagAbove    = 1 << iota // a sojourn at or above target started an interval
-	flagDropping             // the control law is in its dropping state
+	stateUnseen   = iota // no state change yet: no time to hold to
+	stateClear           // no interval running
+	stateAbove           // sojourns at or above target; an interval runs
+	stateDropping        // the control law is in its dropping state
+
+	codeBits  = 2
+	stampBits = 64 - codeBits
 )
 
 // Detector is a CoDel overload detector (RFC 8289) fed with queue sojourn
@@ -67,12 +76,12 @@ const (
 // from the observation's timestamp. [Detector.ObserveAt] takes that
 // timestamp explicitly and does not allocate; [Detector.Observe] reads the
 // clock. Timestamps are compared by their wall-clock reading
-// (time.Time.UnixNano), which is cheaper than the monotonic one. They may
-// arrive slightly out of order from concurrent callers: when an
-// observation would change the detector's state, a timestamp older than
-// the last state change counts as made at that change, so intervals and
-// drop schedules never move backwards, and a clock stepped backwards
-// stalls the detector rather than confusing it.
+// (time.Time.UnixNano), which is cheaper than the monotonic one, and must
+// lie within 73 years of each other. They may arrive slightly out of order
+// from concurrent callers: when an observation would change the detector's
+// state, a timestamp older than the last state change counts as made at
+// that change, so intervals and drop schedules never move backwards, and a
+// clock stepped backwards stalls the detector rather than confusing it.
 //
 // The zero value is ready to use with [DefaultTarget] and [DefaultInterval].
 // A Detector is safe for concurrent use by multiple goroutines and must not
@@ -81,17 +90,16 @@ type Detector struct {
 	target   time.Duration // zero means DefaultTarget
 	interval time.Duration // zero means DefaultInterval
 
-	// flags, firstAbove and dropNext are written only under mu but read
-	// without it, so that observations which change nothing (a healthy
-	// queue, an interval still running, a drop not yet due) take no lock.
-	// Writers store firstAbove and dropNext before flags.
-	flags      atomic.Uint32
-	firstAbove atomic.Int64 // when above: the end of the running interval
-	dropNext   atomic.Int64 // when dropping: the next scheduled drop
+	// state is a state code and a stamp (see stamp). Outside the dropping
+	// state it is the whole state: moving between clear and above is one
+	// CompareAndSwap, taking no lock. Moving into, within or out of the dropping state
+	// also needs the fields below, so it takes mu and then swaps state;
+	// while state holds stateDropping only holders of mu change it.
+	state atomic.Uint64
 
 	mu        sync.Mutex
-	latest    int64 // latest timestamp the locked path has seen, if seen
-	seen      bool
+	latest    int64  // when dropping: the time of the last state change
+	dropNext  int64  // the next drop, or the last one scheduled
 	count     uint32 // drops in the current (or last) dropping state
 	lastCount uint32 // count when the last dropping state began
 }
@@ -144,85 +152,141 @@ func (d *Detector) Observe(sojourn time.Duration) Verdict {
 // law. A host whose queue has just become empty may observe a zero sojourn,
 // which (as in RFC 8289) ends any interval and any dropping state.
 func (d *Detector) ObserveAt(sojourn time.Duration, now time.Time) Verdict {
-	target := d.Target()
+	above := sojourn >= d.Target()
 	t := now.UnixNano()
-	// Fast paths: observations that change no state. Each linearizes at
-	// its loads; a racing transition only shifts a verdict by one
-	// observation.
-	switch flags := d.flags.Load(); {
-	case sojourn < target:
-		if flags == 0 {
+	// Fast paths: observations that change no state, which take effect
+	// at the load they decide on.
+	w := d.state.Load()
+	switch code := w >> stampBits; {
+	case !above:
+		if code <= stateClear {
 			return Clear
 		}
-	case flags == flagAbove:
-		if t < d.firstAbove.Load() {
-			return Clear
+	case code == stateAbove:
+		if before(t, w) {
+			return Clear // the interval is still running
 		}
-	case flags == flagAbove|flagDropping:
-		if t < d.dropNext.Load() {
-			return Standing
+	case code == stateDropping:
+		if before(t, w) {
+			return Standing // the next drop is not due yet
 		}
 	}
-	return d.observe(sojourn >= target, t)
+	return d.observe(w, above, t)
 }
 
-// observe is ObserveAt under the lock: RFC 8289's dequeue, one item at a
-// time. above reports a sojourn at or above target; t is the timestamp.
-func (d *Detector) observe(above bool, t int64) Verdict {
+// observe is RFC 8289's dequeue for an observation that the fast paths of
+// ObserveAt found to change the state word w, one item at a time. above reports a sojourn at or above target;
+// t is the timestamp. The observation takes effect at the CompareAndSwap
+// that changes the state. If that fails, another observation changed the
+// state first, and this one decides again from the state that one left.
+//
+// A timestamp older than the last state change counts as made at that
+// change: the detector's clock does not run backwards.
+func (d *Detector) observe(w uint64, above bool, t int64) Verdict {
 	interval := int64(d.Interval())
-	d.mu.Lock()
-	// Callers racing with time.Now() may arrive slightly out of order;
-	// the detector's clock does not run backwards.
-	if d.seen {
-		t = max(t, d.latest)
-	}
-	d.latest, d.seen = t, true
-
-	flags := d.flags.Load()
-	dropping := flags&flagDropping != 0
-	// RFC 8289's dodequeue: has the sojourn stayed at or above target for
-	// a whole interval?
-	okToDrop := false
-	switch {
-	case !above:
-		flags = 0
-	case flags&flagAbove == 0:
-		flags = flagAbove
-		d.firstAbove.Store(t + interval)
-	default:
-		okToDrop = t >= d.firstAbove.Load()
-	}
-
-	v := Clear
-	switch {
-	case dropping && !okToDrop:
-		flags &^= flagDropping
-	case dropping:
-		v = Standing
-		if next := d.dropNext.Load(); t >= next {
-			v = Drop
-			if d.count < math.MaxUint32 {
-				d.count++
+	for {
+		switch code := w >> stampBits; {
+		case code <= stateClear:
+			if !above {
+				return Clear
 			}
-			d.dropNext.Store(controlLaw(next, d.count, interval))
+			// An interval starts.
+			start := t
+			if code == stateClear {
+				start = max(t, stamp(w, t))
+			}
+			if d.state.CompareAndSwap(w, pack(start+interval, stateAbove)) {
+				return Clear
+			}
+		case code == stateAbove && !above:
+			// The interval, which began at its end minus interval, ends
+			// early.
+			latest := max(t, stamp(w, t)-interval)
+			if d.state.CompareAndSwap(w, pack(latest, stateClear)) {
+				return Clear
+			}
+		case above && before(t, w):
+			// The interval is still running, or the next drop is not
+			// due yet.
+			if code == stateDropping {
+				return Standing
+			}
+			return Clear
+		default: // into, within or out of the dropping state
+			if v, ok := d.observeDropping(w, above, t, interval); ok {
+				return v
+			}
 		}
-	case okToDrop:
-		// Enter the dropping state. If the last dropping state ended
-		// recently, resume near its drop rate instead of starting over
-		// (RFC 8289 section 5.6).
-		v = Drop
-		flags |= flagDropping
-		delta := d.count - d.lastCount
-		d.count = 1
-		if delta > 1 && t-d.dropNext.Load() < 16*interval {
-			d.count = delta
-		}
-		d.dropNext.Store(controlLaw(t, d.count, interval))
-		d.lastCount = d.count
+		w = d.state.Load()
 	}
-	d.flags.Store(flags)
-	d.mu.Unlock()
-	return v
+}
+
+// observeDropping is RFC 8289's dequeue for an observation that moves the
+// detector into, within or out of its dropping state, given the state word
+// w it decided on. It reports false, having changed nothing, if the state
+// is no longer w.
+func (d *Detector) observeDropping(w uint64, above bool, t, interval int64) (Verdict, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var (
+		v         Verdict
+		next      uint64
+		latest    = d.latest
+		count     = d.count
+		dropNext  = d.dropNext
+		lastCount = d.lastCount
+	)
+	switch {
+	case w>>stampBits == stateAbove:
+		// Sojourns have stayed at or above target for a whole interval,
+		// which began before t: enter the dropping state. If the last
+		// dropping state ended recently, resume near its drop rate
+		// instead of starting over (RFC 8289 section 5.6).
+		v = Drop
+		delta := count - lastCount
+		count = 1
+		if delta > 1 && t-dropNext < 16*interval {
+			count = delta
+		}
+		latest, lastCount = t, count
+		dropNext = controlLaw(t, count, interval)
+		next = pack(dropNext, stateDropping)
+	case !above:
+		latest = max(t, latest)
+		v, next = Clear, pack(latest, stateClear)
+	default: // a drop is due
+		latest = max(t, latest)
+		if count < math.MaxUint32 {
+			count++
+		}
+		dropNext = controlLaw(dropNext, count, interval)
+		v, next = Drop, pack(dropNext, stateDropping)
+	}
+	// Only an observation moving between clear and above can have changed
+	// state since w was loaded, and only if w is not dropping.
+	if !d.state.CompareAndSwap(w, next) {
+		return 0, false
+	}
+	d.latest, d.count, d.dropNext, d.lastCount = latest, count, dropNext, lastCount
+	return v, true
+}
+
+// pack returns the state word of code with stamp t.
+func pack(t int64, code uint64) uint64 {
+	return uint64(t)&(1<<stampBits-1) | code<<stampBits
+}
+
+// stamp returns the time in the state word w. The word keeps only the low
+// stampBits bits of it, so stamp works them out from t: the difference is
+// taken modulo 2^62 and read as signed, which is exact for times within 73
+// years of each other, as Detector documents.
+func stamp(w uint64, t int64) int64 {
+	return t - int64((uint64(t)-w)<<codeBits)>>codeBits
+}
+
+// before reports whether t is before the stamp in w, in one subtraction.
+func before(t int64, w uint64) bool {
+	return int64((uint64(t)-w)<<codeBits) < 0
 }
 
 // controlLaw returns the next drop time, interval/sqrt(count) after t.
@@ -233,5 +297,5 @@ func controlLaw(t int64, count uint32, interval int64) int64 {
 // Overloaded reports whether the last observation left the detector in its
 // dropping state, that is whether a standing queue persists.
 func (d *Detector) Overloaded() bool {
-	return d.flags.Load()&flagDropping != 0
+	return d.state.Load()>>stampBits == stateDropping
 }

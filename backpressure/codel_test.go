@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -143,6 +144,17 @@ func TestDetectorControlLaw(t *testing.T) {
 			{110, 20, drop, true},
 			{105, 20, standing, true}, // before the next drop (210)
 		}},
+		{"older timestamps count as made at the last state change", []step{
+			{10, 20, clear, false}, // interval 10..110
+			{5, 5, clear, false},   // ends it, as if at 10
+			{6, 20, clear, false},  // a new interval, as if from 10: ends at 110
+			{109, 20, clear, false},
+			{110, 20, drop, true},  // next drop at 210
+			{50, 5, clear, false},  // ends dropping, as if at 110
+			{60, 20, clear, false}, // interval 110..210
+			{209, 20, clear, false},
+			{210, 20, drop, true},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -206,6 +218,110 @@ func TestDetectorConcurrent(t *testing.T) {
 	d.ObserveAt(ms(20), at(6000))
 	if v := d.ObserveAt(ms(20), at(6100)); v != backpressure.Drop {
 		t.Errorf("standing queue after concurrent use: verdict %v, want drop", v)
+	}
+}
+
+// TestDetectorConcurrentFlapping has goroutines observe sojourns
+// alternating above and below target, so that nearly every observation
+// changes state (run with -race). The interval is too long to complete, so
+// every verdict must be clear.
+func TestDetectorConcurrentFlapping(t *testing.T) {
+	d, err := backpressure.NewDetector(10*time.Millisecond, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 5000 {
+				sojourn := ms(20)
+				if (i+g)%2 == 1 {
+					sojourn = ms(1)
+				}
+				if v := d.ObserveAt(sojourn, at(float64(i))); v != backpressure.Clear {
+					t.Errorf("goroutine %d: ObserveAt(%v, %vms) = %v, want clear", g, sojourn, i, v)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if d.Overloaded() {
+		t.Error("Overloaded() = true after flapping, want false")
+	}
+	d.ObserveAt(ms(1), at(5000))
+	d.ObserveAt(ms(20), at(5000))
+	if v := d.ObserveAt(ms(20), at(5000).Add(time.Hour)); v != backpressure.Drop {
+		t.Errorf("standing queue after flapping: verdict %v, want drop", v)
+	}
+}
+
+// TestDetectorConcurrentRounds has goroutines observe long sojourns with
+// occasional short ones, timestamped from a shared millisecond clock and
+// up to 49 ms stale, as from racing callers of time.Now (run with -race).
+// The detector enters, follows and leaves its dropping state while other
+// observations start and end intervals without the lock. Each goroutine
+// ends its round with a short sojourn, so in whatever order the
+// observations took effect, the round leaves the detector clear, its clock
+// at most the latest timestamp used. Probes between rounds check exactly
+// that; an observation lost to a racing one would show there.
+func TestDetectorConcurrentRounds(t *testing.T) {
+	const interval = 100 * time.Millisecond
+	d, err := backpressure.NewDetector(10*time.Millisecond, interval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		clock atomic.Int64 // ms after epoch
+		drops atomic.Int64
+	)
+	clock.Store(1000)
+	for round := range 1000 {
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for g := range 8 {
+			wg.Go(func() {
+				rng := rand.New(rand.NewPCG(uint64(round), uint64(g)))
+				<-start
+				for i := range 40 {
+					now := at(float64(clock.Add(1) - rng.Int64N(50)))
+					if i == 39 || rng.IntN(200) == 0 {
+						if v := d.ObserveAt(ms(1), now); v != backpressure.Clear {
+							t.Errorf("round %d: short sojourn: verdict %v, want clear", round, v)
+						}
+						continue
+					}
+					if d.ObserveAt(ms(20), now) == backpressure.Drop {
+						drops.Add(1)
+					}
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if d.Overloaded() {
+			t.Fatalf("round %d: Overloaded() = true after short sojourns, want false", round)
+		}
+		// An interval started now, later than every timestamp used, must
+		// run exactly from now.
+		now := at(float64(clock.Add(1)))
+		for _, p := range []struct {
+			at   time.Time
+			want backpressure.Verdict
+		}{
+			{now, backpressure.Clear},
+			{now.Add(interval - 1), backpressure.Clear},
+			{now.Add(interval), backpressure.Drop},
+		} {
+			if v := d.ObserveAt(ms(20), p.at); v != p.want {
+				t.Fatalf("round %d: probe ObserveAt(20ms, %v after the round) = %v, want %v", round, p.at.Sub(now), v, p.want)
+			}
+		}
+		d.ObserveAt(ms(1), now.Add(interval))
+		clock.Add(interval.Milliseconds())
+	}
+	if drops.Load() == 0 {
+		t.Error("no drop verdicts in the rounds: the test exercised no dropping state")
 	}
 }
 
