@@ -39,10 +39,8 @@ func (r *Record) encodedLen(seq uint64) int {
 		uvarintLen(uint64(len(d.snapshot))) + len(d.snapshot) +
 		strLen(d.system.Text) + uvarintLen(uint64(d.system.Tokens)) +
 		uvarintLen(uint64(d.n)) + uvarintLen(uint64(len(d.slots))) + crcSize
-	for _, seg := range d.segments() {
-		for i := range seg {
-			n += strLen(string(seg[i].Role)) + strLen(seg[i].Text) + uvarintLen(uint64(seg[i].Tokens))
-		}
+	for _, t := range d.turns() {
+		n += strLen(string(t.Role)) + strLen(t.Text) + uvarintLen(uint64(t.Tokens))
 	}
 	for _, s := range d.slots {
 		n += strLen(s.name) + strLen(s.value)
@@ -57,7 +55,6 @@ func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
 // appendEncoded appends r, encoded with sequence number seq, to b.
 func (r *Record) appendEncoded(b []byte, seq uint64) []byte {
 	d := r.data()
-	turns := d.segments()
 	size := r.encodedLen(seq)
 	b = slices.Grow(b, size)
 	start := len(b)
@@ -71,13 +68,10 @@ func (r *Record) appendEncoded(b []byte, seq uint64) []byte {
 	b = appendString(b, d.system.Text)
 	b = binary.AppendUvarint(b, uint64(d.system.Tokens))
 	b = binary.AppendUvarint(b, uint64(d.n))
-	for _, seg := range turns {
-		for i := range seg {
-			t := &seg[i]
-			b = appendString(b, string(t.Role))
-			b = appendString(b, t.Text)
-			b = binary.AppendUvarint(b, uint64(t.Tokens))
-		}
+	for _, t := range d.turns() {
+		b = appendString(b, string(t.Role))
+		b = appendString(b, t.Text)
+		b = binary.AppendUvarint(b, uint64(t.Tokens))
 	}
 	b = binary.AppendUvarint(b, uint64(len(d.slots)))
 	for _, s := range d.slots {
@@ -139,7 +133,7 @@ func decodeRecord(data []byte, w *Window) (*Record, error) {
 	}
 	// One string holds every text field; the fields are substrings of it.
 	dec := decoder{s: string(body[len(codecMagic)+1:])}
-	r := &Record{win: w, owned: true, d: &recData{}}
+	r := &Record{win: w, owned: true, d: &recData{ownSlots: true}}
 	r.key.Tenant = dec.str()
 	r.key.ID = dec.str()
 	r.seq = dec.uvarint()
@@ -150,13 +144,16 @@ func decodeRecord(data []byte, w *Window) (*Record, error) {
 	// Each turn takes at least 3 bytes, which bounds what a corrupt count
 	// can make us allocate.
 	n := dec.length(3)
-	r.d.ring = make([]Turn, n)
-	for i := range r.d.ring {
-		t := Turn{Role: Role(dec.str()), Text: dec.str(), Tokens: dec.count()}
-		r.d.ring[i] = t
-		r.d.tokens += t.Tokens
+	if n > 0 {
+		log := &turnLog{t: make([]Turn, n)}
+		for i := range log.t {
+			t := Turn{Role: Role(dec.str()), Text: dec.str(), Tokens: dec.count()}
+			log.t[i] = t
+			r.d.tokens += t.Tokens
+		}
+		log.claimed.Store(int64(n))
+		r.d.log, r.d.n = log, n
 	}
-	r.d.n = len(r.d.ring)
 	if ns := dec.length(2); ns > 0 {
 		r.d.slots = make([]kv, 0, ns)
 		for range ns {

@@ -1,10 +1,10 @@
 package ctxstore
 
 import (
-	"cmp"
 	"iter"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // Role says who spoke a turn. The zero Role is the empty string, which the
@@ -95,14 +95,35 @@ type Record struct {
 }
 
 // recData is a record's contents. Once shared (owned by no Record) it is
-// never changed again; Records clone it before their first change.
+// never changed again; a Record copies it before its first change. The
+// copy is shallow: the snapshot and the strings are immutable, the slots
+// are copied on their own first change, and the turns stay in a turnLog
+// that versions share.
 type recData struct {
 	snapshot []byte
 	system   Turn
-	ring     []Turn // the window's turns, oldest at head, wrapping around
+	log      *turnLog // holds the window's turns at log.t[head:head+n]
 	head, n  int
 	tokens   int  // sum of the turns' Tokens, not counting the system prompt
 	slots    []kv // sorted by name; few, so a slice beats a map
+	ownSlots bool // slots belongs to this recData alone
+}
+
+// turnLog is an append-only array of turns that the versions of a record
+// share, so that appending a turn to a record fresh from Get or Put copies
+// nothing. Each version's window is a run of t ending at or below claimed;
+// a version may write t[end] only if its run ends at claimed and it moves
+// claimed on first. Any other version copies its window to a new log. So a
+// written element is never written again, and readers of older versions,
+// on any goroutine, only read elements written before those versions were
+// made.
+//
+// A turn dropped from the front of the window stays referenced until its
+// log is replaced, which happens at least every MaxTurns appends (a log
+// holds at most 2 x MaxTurns turns).
+type turnLog struct {
+	t       []Turn
+	claimed atomic.Int64 // t[:claimed] has been written
 }
 
 // kv is one named string slot of a record.
@@ -170,11 +191,9 @@ func (r *Record) Turn(i int) Turn {
 func (r *Record) Turns() iter.Seq[Turn] {
 	d := r.data()
 	return func(yield func(Turn) bool) {
-		for _, seg := range d.segments() {
-			for _, t := range seg {
-				if !yield(t) {
-					return
-				}
+		for _, t := range d.turns() {
+			if !yield(t) {
+				return
 			}
 		}
 	}
@@ -199,6 +218,7 @@ func (r *Record) Slot(name string) (string, bool) {
 // SetSlot sets the named slot to value.
 func (r *Record) SetSlot(name, value string) {
 	d := r.own()
+	d.ownSlotsNow()
 	if i, ok := d.find(name); ok {
 		d.slots[i].value = value
 	} else {
@@ -210,6 +230,7 @@ func (r *Record) SetSlot(name, value string) {
 func (r *Record) DeleteSlot(name string) {
 	if _, ok := r.data().find(name); ok {
 		d := r.own()
+		d.ownSlotsNow()
 		i, _ := d.find(name)
 		d.slots = slices.Delete(d.slots, i, i+1)
 	}
@@ -241,10 +262,12 @@ func (r *Record) window() *Window {
 	return r.win
 }
 
-// own makes r's contents its own, cloning them if they are shared.
+// own makes r's contents its own, copying them if they are shared.
 func (r *Record) own() *recData {
 	if !r.owned {
-		r.d = r.data().clone()
+		c := *r.data()
+		c.ownSlots = false
+		r.d = &c
 		r.owned = true
 	}
 	return r.d
@@ -258,64 +281,53 @@ func (r *Record) share() Record {
 	return c
 }
 
-// clone returns a deep copy of d (the snapshot and strings are immutable
-// and shared).
-func (d *recData) clone() *recData {
-	c := &recData{
-		snapshot: d.snapshot,
-		system:   d.system,
-		tokens:   d.tokens,
-		slots:    slices.Clone(d.slots),
+// ownSlotsNow copies d's slots unless d alone has them.
+func (d *recData) ownSlotsNow() {
+	if !d.ownSlots {
+		d.slots = slices.Clone(d.slots)
+		d.ownSlots = true
 	}
-	if d.n > 0 {
-		// Keep d's capacity: the change that made the clone is most often
-		// an Append, which then needs no second copy to grow the ring.
-		c.ring = make([]Turn, len(d.ring))
-		d.appendTurns(c.ring[:0])
-		c.n = d.n
+}
+
+// turns returns the window's turns, oldest first. The caller must not
+// modify them.
+func (d *recData) turns() []Turn {
+	if d.log == nil {
+		return nil
 	}
-	return c
+	return d.log.t[d.head : d.head+d.n]
 }
 
 // at returns the i'th turn, oldest first.
-func (d *recData) at(i int) Turn { return d.ring[(d.head+i)%len(d.ring)] }
+func (d *recData) at(i int) Turn { return d.log.t[d.head+i] }
 
-// segments returns the turns, oldest first, as the two runs of the ring
-// they occupy (the second empty unless they wrap around).
-func (d *recData) segments() [2][]Turn {
-	end := d.head + d.n
-	if end <= len(d.ring) {
-		return [2][]Turn{d.ring[d.head:end], nil}
-	}
-	return [2][]Turn{d.ring[d.head:], d.ring[:end-len(d.ring)]}
-}
-
-// appendTurns appends the turns, oldest first, to dst.
-func (d *recData) appendTurns(dst []Turn) []Turn {
-	seg := d.segments()
-	return append(append(dst, seg[0]...), seg[1]...)
-}
-
-// push appends t, making room first by dropping the oldest turn if the
-// window is at MaxTurns, or by doubling the ring (up to MaxTurns) if full.
+// push appends t, dropping the oldest turn first if the window is at
+// MaxTurns. It writes t into the shared log when d's window ends where the
+// log's written part does and the log has room; otherwise it moves the
+// window to a new log with room for more.
 func (d *recData) push(t Turn, w *Window) {
 	if d.n >= w.MaxTurns {
 		d.pop()
 	}
-	if d.n == len(d.ring) {
-		grown := d.appendTurns(make([]Turn, 0, cmp.Or(min(2*len(d.ring), w.MaxTurns), 1)))
-		d.ring, d.head = grown[:cap(grown)], 0
+	end := d.head + d.n
+	if d.log == nil || end == len(d.log.t) || !d.log.claimed.CompareAndSwap(int64(end), int64(end)+1) {
+		// Room for the window and as many turns again, up to MaxTurns
+		// more, so that a log is replaced every MaxTurns appends at most.
+		size := min(max(2*(d.n+1), 4), max(2*w.MaxTurns, d.n+1))
+		log := &turnLog{t: make([]Turn, size)}
+		copy(log.t, d.turns())
+		log.claimed.Store(int64(d.n) + 1)
+		d.log, d.head, end = log, 0, d.n
 	}
-	d.ring[(d.head+d.n)%len(d.ring)] = t
+	d.log.t[end] = t
 	d.n++
 	d.tokens += t.Tokens
 }
 
-// pop drops the oldest turn.
+// pop drops the oldest turn. The log keeps it (see turnLog).
 func (d *recData) pop() {
-	d.tokens -= d.ring[d.head].Tokens
-	d.ring[d.head] = Turn{} // release the text
-	d.head = (d.head + 1) % len(d.ring)
+	d.tokens -= d.log.t[d.head].Tokens
+	d.head++
 	d.n--
 }
 

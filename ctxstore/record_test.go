@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -129,8 +130,8 @@ func TestWindowWrapsAround(t *testing.T) {
 			t.Fatalf("Turn(Len-1) = %q, want %d", r.Turn(r.Len()-1).Text, i)
 		}
 	}
-	if got := len(r.d.ring); got != 5 {
-		t.Errorf("ring size = %d, want 5: the ring must not grow past MaxTurns", got)
+	if got := len(r.d.log.t); got > 10 {
+		t.Errorf("turn log holds %d turns, want at most 10: the log must not grow past 2 x MaxTurns", got)
 	}
 }
 
@@ -200,5 +201,67 @@ func TestSetSnapshotCopies(t *testing.T) {
 	b[0] = 'X'
 	if got := string(r.Snapshot()); got != "abc" {
 		t.Errorf("Snapshot() = %q after the caller changed its slice, want abc", got)
+	}
+}
+
+// TestRecordVersionsShareTurns checks the turn log that versions of a
+// record share: versions made from one shared record append independently,
+// each keeps its own window, and an older version reads the same on other
+// goroutines while the newest keeps appending (run it with -race).
+func TestRecordVersionsShareTurns(t *testing.T) {
+	win := Window{MaxTurns: 4, MaxTokens: 1 << 20}.withDefaults()
+	base := &Record{key: Key{"t", "s"}, win: &win}
+	base.Append(Turn{Role: RoleUser, Text: "0", Tokens: 1})
+	shared := base.share()
+	a, b := shared, shared // two Gets of one stored version
+	a.Append(Turn{Text: "a1", Tokens: 1})
+	b.Append(Turn{Text: "b1", Tokens: 1})
+	a.Append(Turn{Text: "a2", Tokens: 1})
+	b.Append(Turn{Text: "b2", Tokens: 1})
+	for _, c := range []struct {
+		name string
+		r    *Record
+		want []string
+	}{
+		{"shared", &shared, []string{"0"}},
+		{"a", &a, []string{"0", "a1", "a2"}},
+		{"b", &b, []string{"0", "b1", "b2"}},
+	} {
+		if got := texts(c.r); !slices.Equal(got, c.want) {
+			t.Errorf("%s: turns = %q, want %q", c.name, got, c.want)
+		}
+	}
+
+	type version struct {
+		r    Record
+		want []string
+	}
+	versions := make(chan version, 16)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			for v := range versions { // drained to the end, so the writer never blocks
+				if got := texts(&v.r); !slices.Equal(got, v.want) {
+					t.Errorf("version read on another goroutine: turns = %q, want %q", got, v.want)
+				}
+			}
+		})
+	}
+	r := a
+	for i := range 500 {
+		r.Append(Turn{Role: RoleAssistant, Text: fmt.Sprint(i), Tokens: 1})
+		if i%3 == 0 {
+			// A sibling of r's version appends too: it must not disturb r.
+			s := r.share()
+			s.Append(Turn{Text: "sibling", Tokens: 1})
+			versions <- version{s, texts(&s)}
+		}
+		v := r.share()
+		versions <- version{v, texts(&v)}
+	}
+	close(versions)
+	wg.Wait()
+	if got := len(r.d.log.t); got > 2*win.MaxTurns {
+		t.Errorf("turn log holds %d turns, want at most %d", got, 2*win.MaxTurns)
 	}
 }
