@@ -259,8 +259,9 @@ func TestDetectorConcurrentFlapping(t *testing.T) {
 // TestDetectorConcurrentRounds has goroutines observe long sojourns with
 // occasional short ones, timestamped from a shared millisecond clock and
 // up to 49 ms stale, as from racing callers of time.Now (run with -race).
-// The detector enters, follows and leaves its dropping state while other
-// observations start and end intervals without the lock. Each goroutine
+// Each round starts in the dropping state, so the goroutines race its
+// locked moves (following and leaving it) against the lock-free ones that
+// start and end intervals, however the scheduler runs them. Each goroutine
 // ends its round with a short sojourn, so in whatever order the
 // observations took effect, the round leaves the detector clear, its clock
 // at most the latest timestamp used. Probes between rounds check exactly
@@ -277,6 +278,10 @@ func TestDetectorConcurrentRounds(t *testing.T) {
 	)
 	clock.Store(1000)
 	for round := range 1000 {
+		d.ObserveAt(ms(20), at(float64(clock.Add(1))))
+		if v := d.ObserveAt(ms(20), at(float64(clock.Add(interval.Milliseconds())))); v != backpressure.Drop {
+			t.Fatalf("round %d: entering the dropping state: verdict %v, want drop", round, v)
+		}
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for g := range 8 {
@@ -320,9 +325,7 @@ func TestDetectorConcurrentRounds(t *testing.T) {
 		d.ObserveAt(ms(1), now.Add(interval))
 		clock.Add(interval.Milliseconds())
 	}
-	if drops.Load() == 0 {
-		t.Error("no drop verdicts in the rounds: the test exercised no dropping state")
-	}
+	t.Logf("%d drop verdicts in the racing observations", drops.Load())
 }
 
 // BenchmarkDetector measures one decision with now passed in, 1 µs apart.
