@@ -82,7 +82,8 @@ var defaultWindow = Window{}.withDefaults()
 // [Store.Put]. A Record is a private copy: changing it changes nothing in
 // the store until Put, and copies share memory until one of them is changed
 // (copy on write), so Get costs no copying; the first change to a record
-// fresh from Get or Put copies its window and slots once. Copy a Record
+// fresh from Get or Put copies a small header, and its slots on their first
+// change; the window's turns are shared, not copied (see turnLog). Copy a Record
 // through Get, never by assigning *r: copies made that way share changes.
 // The zero Record has no key, uses the default Window and cannot be Put. A
 // Record is not safe for concurrent use.
@@ -105,6 +106,7 @@ type recData struct {
 	log      *turnLog // holds the window's turns at log.t[head:head+n]
 	head, n  int
 	tokens   int  // sum of the turns' Tokens, not counting the system prompt
+	dropped  int  // sum of the Tokens of the turns in log before head
 	slots    []kv // sorted by name; few, so a slice beats a map
 	ownSlots bool // slots belongs to this recData alone
 }
@@ -119,8 +121,10 @@ type recData struct {
 // made.
 //
 // A turn dropped from the front of the window stays referenced until its
-// log is replaced, which happens at least every MaxTurns appends (a log
-// holds at most 2 x MaxTurns turns).
+// log is replaced. A log holds at most 2 x MaxTurns turns, and an append
+// moves the window to a new log once the turns dropped from the current
+// one exceed MaxTokens, so what a record holds beyond its window stays
+// within about one more token budget.
 type turnLog struct {
 	t       []Turn
 	claimed atomic.Int64 // t[:claimed] has been written
@@ -303,21 +307,23 @@ func (d *recData) at(i int) Turn { return d.log.t[d.head+i] }
 
 // push appends t, dropping the oldest turn first if the window is at
 // MaxTurns. It writes t into the shared log when d's window ends where the
-// log's written part does and the log has room; otherwise it moves the
-// window to a new log with room for more.
+// log's written part does, the log has room and it holds no more than
+// MaxTokens of dropped turns; otherwise it moves the window to a new log
+// with room for more.
 func (d *recData) push(t Turn, w *Window) {
 	if d.n >= w.MaxTurns {
 		d.pop()
 	}
 	end := d.head + d.n
-	if d.log == nil || end == len(d.log.t) || !d.log.claimed.CompareAndSwap(int64(end), int64(end)+1) {
-		// Room for the window and as many turns again, up to MaxTurns
-		// more, so that a log is replaced every MaxTurns appends at most.
+	if d.log == nil || end == len(d.log.t) || d.dropped > w.MaxTokens ||
+		!d.log.claimed.CompareAndSwap(int64(end), int64(end)+1) {
+		// Room for the window and as many turns again, up to 2 x MaxTurns
+		// in all.
 		size := min(max(2*(d.n+1), 4), max(2*w.MaxTurns, d.n+1))
 		log := &turnLog{t: make([]Turn, size)}
 		copy(log.t, d.turns())
 		log.claimed.Store(int64(d.n) + 1)
-		d.log, d.head, end = log, 0, d.n
+		d.log, d.head, d.dropped, end = log, 0, 0, d.n
 	}
 	d.log.t[end] = t
 	d.n++
@@ -326,7 +332,9 @@ func (d *recData) push(t Turn, w *Window) {
 
 // pop drops the oldest turn. The log keeps it (see turnLog).
 func (d *recData) pop() {
-	d.tokens -= d.log.t[d.head].Tokens
+	tok := d.log.t[d.head].Tokens
+	d.tokens -= tok
+	d.dropped += tok
 	d.head++
 	d.n--
 }

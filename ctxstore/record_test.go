@@ -265,3 +265,30 @@ func TestRecordVersionsShareTurns(t *testing.T) {
 		t.Errorf("turn log holds %d turns, want at most %d", got, 2*win.MaxTurns)
 	}
 }
+
+// TestTurnLogBoundsDroppedText checks that the turns a record's log keeps
+// after they left the window stay within about one token budget: small
+// turns first make a log with many slots, then large turns trimmed by
+// MaxTokens must not fill those slots with text no window holds.
+func TestTurnLogBoundsDroppedText(t *testing.T) {
+	win := Window{}.withDefaults() // 32 turns, 4096 tokens
+	r := &Record{key: Key{"t", "s"}, win: &win}
+	for range 31 {
+		r.Append(Turn{Role: RoleUser, Text: "hi"})
+		r.share()
+	}
+	big := strings.Repeat("x", 16000) // 4000 tokens
+	budget := 4 * win.MaxTokens       // bytes of text in one token budget
+	for i := range 200 {
+		r.Append(Turn{Role: RoleAssistant, Text: big})
+		r.share()
+		held := 0
+		for _, turn := range r.d.log.t[:r.d.log.claimed.Load()] {
+			held += len(turn.Text)
+		}
+		if held > 3*budget {
+			t.Fatalf("after %d large turns the log holds %d bytes of text, want at most %d (window holds %d)",
+				i+1, held, 3*budget, r.Len()*len(big))
+		}
+	}
+}
