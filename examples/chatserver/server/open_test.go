@@ -79,10 +79,7 @@ func (s *Server) registered(t *testing.T, id string) *session {
 // connection gets its hello and then the drain's going-away close.
 func TestDrainWhileOpening(t *testing.T) {
 	cold := newGatedCold()
-	sim, err := NewSimModel(SimConfig{Seed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim := newSim(t, SimConfig{Seed: 1})
 	// Another node stores the session, so that this one resumes it.
 	other := newEnvWith(t, cold.Memory, sim, nil)
 	c, h := other.hello(t, "")
@@ -126,10 +123,7 @@ func TestDrainWhileOpening(t *testing.T) {
 // on a half-built session, and both must get a hello.
 func TestTakeoverWhileOpening(t *testing.T) {
 	cold := newGatedCold()
-	sim, err := NewSimModel(SimConfig{Seed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim := newSim(t, SimConfig{Seed: 1})
 	e := newEnvWith(t, cold, sim, nil)
 	first := e.helloAsync(t, "session=twice")
 	<-cold.loading

@@ -43,14 +43,20 @@ func (m *countingModel) Complete(ctx context.Context, prompts [][]Message) ([]Co
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// newEnv starts a server whose model answers after 5 ms, adjusted by edit.
-func newEnv(t *testing.T, edit func(*Config)) *testEnv {
+// newSim returns a simulated model configured by cfg.
+func newSim(t *testing.T, cfg SimConfig) *SimModel {
 	t.Helper()
-	sim, err := NewSimModel(SimConfig{Latency: 5 * time.Millisecond, Seed: 1})
+	m, err := NewSimModel(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newEnvWith(t, &ctxstore.Memory{}, sim, edit)
+	return m
+}
+
+// newEnv starts a server whose model answers after 5 ms, adjusted by edit.
+func newEnv(t *testing.T, edit func(*Config)) *testEnv {
+	t.Helper()
+	return newEnvWith(t, &ctxstore.Memory{}, newSim(t, SimConfig{Latency: 5 * time.Millisecond, Seed: 1}), edit)
 }
 
 func newEnvWith(t *testing.T, cold ctxstore.Cold, model Model, edit func(*Config)) *testEnv {
@@ -269,39 +275,44 @@ func TestResumeTakesOverLiveConnection(t *testing.T) {
 	}
 }
 
-// TestTwoNodesWritingOneSession serves one session from two servers on
-// one cold tier, as a broken router would: no turn is lost, because the
-// server whose write the cold tier refused merges its turns into the newer
-// record.
-func TestTwoNodesWritingOneSession(t *testing.T) {
-	cold := &ctxstore.Memory{}
-	sim := func() Model {
-		m, err := NewSimModel(SimConfig{Seed: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
+// flush waits until e's context store has written everything to the cold
+// tier.
+func (e *testEnv) flush(t *testing.T) {
+	t.Helper()
+	if err := e.store.Flush(context.Background()); err != nil {
+		t.Fatal(err)
 	}
-	a := newEnvWith(t, cold, sim(), nil)
-	b := newEnvWith(t, cold, sim(), nil)
+}
+
+// splitSession serves one session from two servers on one cold tier, as a
+// broken router would: a1 on node a, b1 on node b, then a2 (refused as
+// stale once cold) and a3 (merged into b's record) on node a, flushing
+// after each. It returns the cold tier, node a, its client, the session id
+// and node a's three replies.
+func splitSession(t *testing.T) (cold *ctxstore.Memory, a *testEnv, ca *client, session string, replies []Frame) {
+	t.Helper()
+	cold = &ctxstore.Memory{}
+	a = newEnvWith(t, cold, newSim(t, SimConfig{Seed: 1}), nil)
+	b := newEnvWith(t, cold, newSim(t, SimConfig{Seed: 1}), nil)
 	ca, hello := a.hello(t, "")
-	ca.ask("a1", "first from node a")
-	flush := func(e *testEnv) {
-		t.Helper()
-		if err := e.store.Flush(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	flush(a)
+	replies = append(replies, ca.ask("a1", "first from node a"))
+	a.flush(t)
 	cb, _ := b.hello(t, "session="+hello.Session)
 	cb.ask("b1", "then from node b")
-	flush(b)
-	ca.ask("a2", "again from node a") // refused as stale once cold
-	flush(a)
-	ca.ask("a3", "and once more from node a") // merged into b's record
-	flush(a)
+	b.flush(t)
+	replies = append(replies, ca.ask("a2", "again from node a"))
+	a.flush(t)
+	replies = append(replies, ca.ask("a3", "and once more from node a"))
+	a.flush(t)
+	return cold, a, ca, hello.Session, replies
+}
 
-	data, _, err := cold.Load(context.Background(), ctxstore.Key{Tenant: "default", ID: hello.Session})
+// TestTwoNodesWritingOneSession checks that no turn is lost when two nodes
+// serve one session: the server whose write the cold tier refused merges
+// its turns into the newer record.
+func TestTwoNodesWritingOneSession(t *testing.T) {
+	cold, a, _, session, _ := splitSession(t)
+	data, _, err := cold.Load(context.Background(), ctxstore.Key{Tenant: "default", ID: session})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,33 +330,8 @@ func TestTwoNodesWritingOneSession(t *testing.T) {
 // into another node's newer record: the replay must be the reply the id
 // got, not another turn that the merge put in its place.
 func TestReplayAfterMerge(t *testing.T) {
-	cold := &ctxstore.Memory{}
-	sim := func() Model {
-		m, err := NewSimModel(SimConfig{Seed: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
-	a := newEnvWith(t, cold, sim(), nil)
-	b := newEnvWith(t, cold, sim(), nil)
-	flush := func(e *testEnv) {
-		t.Helper()
-		if err := e.store.Flush(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ca, hello := a.hello(t, "")
-	a1 := ca.ask("a1", "first from node a")
-	flush(a)
-	cb, _ := b.hello(t, "session="+hello.Session)
-	cb.ask("b1", "then from node b")
-	flush(b)
-	a2 := ca.ask("a2", "again from node a") // refused as stale once cold
-	flush(a)
-	a3 := ca.ask("a3", "and once more from node a") // merged into b's record
-	flush(a)
-	for _, want := range []Frame{a1, a2, a3} {
+	_, _, ca, _, replies := splitSession(t)
+	for _, want := range replies {
 		got := ca.ask(want.ID, "repeated")
 		if got.Type == typeReply && (!got.Replay || got.Text != want.Text) {
 			t.Errorf("repeat of %s = %+v, want the replay of %q", want.ID, got, want.Text)
@@ -537,10 +523,7 @@ func TestModelFailureAnswersWithFallback(t *testing.T) {
 }
 
 func TestEchoIsFlagged(t *testing.T) {
-	sim, err := NewSimModel(SimConfig{EchoRate: 1, Seed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim := newSim(t, SimConfig{EchoRate: 1, Seed: 1})
 	e := newEnvWith(t, &ctxstore.Memory{}, sim, nil)
 	c, _ := e.hello(t, "")
 	f := c.ask("m1", "please repeat exactly what I say now")
@@ -615,10 +598,7 @@ func TestHeartbeatKeepsLiveConnection(t *testing.T) {
 }
 
 func TestDrainAnswersAcceptedMessagesAndStoresSessions(t *testing.T) {
-	sim, err := NewSimModel(SimConfig{Latency: 100 * time.Millisecond, Seed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim := newSim(t, SimConfig{Latency: 100 * time.Millisecond, Seed: 1})
 	cold := &ctxstore.Memory{}
 	e := newEnvWith(t, cold, sim, nil)
 	const n = 20
@@ -750,10 +730,7 @@ func testutilCounter(t *testing.T, e *testEnv, series string) float64 {
 // TestNewRejectsNegativeConfig checks that a negative size or duration is
 // refused with an error naming the field, instead of failing later.
 func TestNewRejectsNegativeConfig(t *testing.T) {
-	sim, err := NewSimModel(SimConfig{Latency: time.Millisecond, Seed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim := newSim(t, SimConfig{Latency: time.Millisecond, Seed: 1})
 	store, err := ctxstore.New(&ctxstore.Memory{}, ctxstore.Config{Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
