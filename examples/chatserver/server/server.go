@@ -102,14 +102,18 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	for name, v := range map[string]int64{
-		"Heartbeat": int64(c.Heartbeat), "MaxFrameBytes": c.MaxFrameBytes, "MaxTextBytes": int64(c.MaxTextBytes),
-		"QueueSize": int64(c.QueueSize), "DedupWindow": int64(c.DedupWindow), "StoreTimeout": int64(c.StoreTimeout),
-		"AdmitTarget": int64(c.AdmitTarget), "AdmitInterval": int64(c.AdmitInterval), "SessionBurst": int64(c.SessionBurst),
-		"PromptSample": int64(c.PromptSample),
+	// In field order, so that the first negative field is the one named.
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"Heartbeat", int64(c.Heartbeat)}, {"MaxFrameBytes", c.MaxFrameBytes}, {"MaxTextBytes", int64(c.MaxTextBytes)},
+		{"QueueSize", int64(c.QueueSize)}, {"DedupWindow", int64(c.DedupWindow)}, {"StoreTimeout", int64(c.StoreTimeout)},
+		{"AdmitTarget", int64(c.AdmitTarget)}, {"AdmitInterval", int64(c.AdmitInterval)},
+		{"SessionBurst", int64(c.SessionBurst)}, {"PromptSample", int64(c.PromptSample)},
 	} {
-		if v < 0 {
-			return fmt.Errorf("server: Config.%s must not be negative (0 means the default)", name)
+		if f.v < 0 {
+			return fmt.Errorf("server: Config.%s must not be negative (0 means the default)", f.name)
 		}
 	}
 	setDefault(&c.SystemPrompt, "You are a helpful assistant. Answer briefly.")
