@@ -129,14 +129,23 @@ func (b *Bolt) Write(ctx context.Context, ws []Write) error {
 		for _, i := range order {
 			w, key := &ws[i], keys[i]
 			w.Err = nil
+			expires := now.Add(w.TTL)
+			// indexed: the index entry the record needs is already there.
+			// A session rewritten within its expiry slot, as a live
+			// conversation is turn after turn, leaves the index alone.
+			indexed := false
 			if cur := recs.Get(key); len(cur) >= boltHeader {
-				if now.Before(boltExpiry(cur)) && w.Data != nil &&
+				old := boltExpiry(cur)
+				if now.Before(old) && w.Data != nil &&
 					refuses(binary.BigEndian.Uint64(cur), cur[boltHeader:], w) {
 					w.Err = ErrStale
 					continue
 				}
-				if err := exp.Delete(expiryKey(boltExpiry(cur), key)); err != nil {
-					return err
+				indexed = w.Data != nil && slotOf(old) == slotOf(expires)
+				if !indexed {
+					if err := exp.Delete(expiryKey(old, key)); err != nil {
+						return err
+					}
 				}
 			}
 			if w.Data == nil {
@@ -145,15 +154,16 @@ func (b *Bolt) Write(ctx context.Context, ws []Write) error {
 				}
 				continue
 			}
-			expires := now.Add(w.TTL)
 			v := make([]byte, boltHeader, boltHeader+len(w.Data))
 			binary.BigEndian.PutUint64(v, w.Seq)
 			binary.BigEndian.PutUint64(v[8:], uint64(expires.UnixNano()))
 			if err := recs.Put(key, append(v, w.Data...)); err != nil {
 				return err
 			}
-			if err := exp.Put(expiryKey(expires, key), nil); err != nil {
-				return err
+			if !indexed {
+				if err := exp.Put(expiryKey(expires, key), nil); err != nil {
+					return err
+				}
 			}
 		}
 		return sweep(recs, exp, now, len(ws)+boltSweep)

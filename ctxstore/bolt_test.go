@@ -144,6 +144,13 @@ func TestBoltIndexMovesBySlot(t *testing.T) {
 		if r, i := b.counts(t); r != 1 || i != 1 {
 			t.Errorf("records, index = %d, %d; want 1, 1", r, i)
 		}
+		// A delete takes the index entry with it, whatever its TTL.
+		if err := b.Write(ctx, []Write{{Key: k, Seq: 5, TTL: time.Hour}}); err != nil {
+			t.Fatal(err)
+		}
+		if r, i := b.counts(t); r != 0 || i != 0 {
+			t.Errorf("after a delete: records, index = %d, %d; want 0, 0", r, i)
+		}
 	})
 }
 
