@@ -18,7 +18,10 @@ import (
 // Bolt keeps expiry itself: Load treats an expired record as missing, and
 // every Write transaction also deletes a bounded number of expired records
 // (oldest expiry first, through an index), so the file does not grow with
-// sessions that have gone. Bolt starts no goroutines.
+// sessions that have gone. It does not shrink either: bbolt reuses the
+// pages that deleted records free but keeps the file at its largest size,
+// which the bbolt command's compact gives back while the file is closed.
+// Bolt starts no goroutines.
 //
 // The zero Bolt is invalid; use [OpenBolt]. A Bolt is safe for concurrent
 // use by multiple goroutines.
@@ -32,7 +35,8 @@ type Bolt struct {
 // record under the start of its expiry's slot (expirySlot wide) followed by
 // its key, so the oldest sort first. Slots, rather than exact expiries,
 // mean that a session written every second moves its index entry once a
-// minute instead of on every write: a third of the B-tree updates.
+// minute instead of on every write: a third of the B-tree updates (a
+// write within the slot leaves the entry as it is).
 var (
 	recordsBucket = []byte("records")
 	expiryBucket  = []byte("expiry")
