@@ -175,8 +175,8 @@ func (b *Bolt) Write(ctx context.Context, ws []Write) error {
 }
 
 // sweep deletes up to limit records whose expiry slot has passed by now,
-// oldest first. A record whose index entry is out of date (a file written
-// before slots, say) keeps its record and loses the entry.
+// oldest first. An out-of-date index entry (as a file written before slots
+// may hold) is dropped, and the live record it points to is kept.
 func sweep(recs, exp *bolt.Bucket, now time.Time, limit int) error {
 	var gone [][]byte
 	c := exp.Cursor()

@@ -144,7 +144,8 @@ func TestBoltIndexMovesBySlot(t *testing.T) {
 		if r, i := b.counts(t); r != 1 || i != 1 {
 			t.Errorf("records, index = %d, %d; want 1, 1", r, i)
 		}
-		// A delete takes the index entry with it, whatever its TTL.
+		// A delete takes the index entry with it, even with a TTL that
+		// would put its expiry in the record's own slot.
 		if err := b.Write(ctx, []Write{{Key: k, Seq: 5, TTL: time.Hour}}); err != nil {
 			t.Fatal(err)
 		}
