@@ -1,9 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -131,4 +133,45 @@ func isBlank(s string) bool {
 		}
 	}
 	return true
+}
+
+// frameEncoder encodes server frames into a buffer it keeps. A frame is
+// written by the WebSocket library before Write returns, so the buffer is
+// free again at once: recycled through frameEncoders, encoding a frame
+// allocates nothing, where json.Marshal allocates the frame's copy as an
+// interface value and the returned bytes.
+type frameEncoder struct {
+	frame Frame
+	buf   bytes.Buffer
+	enc   *json.Encoder
+}
+
+var frameEncoders = sync.Pool{New: func() any {
+	e := new(frameEncoder)
+	e.enc = json.NewEncoder(&e.buf)
+	return e
+}}
+
+// maxPooledFrame bounds the buffer of a frameEncoder put back in the pool,
+// so that one huge frame does not pin its buffer.
+const maxPooledFrame = 64 << 10
+
+// encode returns f's JSON, the same bytes as json.Marshal(f), in e's
+// buffer: valid until e encodes again or is released.
+func (e *frameEncoder) encode(f Frame) ([]byte, error) {
+	e.frame = f
+	e.buf.Reset()
+	if err := e.enc.Encode(&e.frame); err != nil {
+		return nil, err
+	}
+	data := e.buf.Bytes()
+	return data[:len(data)-1], nil // Encode ends the value with a newline
+}
+
+// release lets go of the last frame's strings and returns e to the pool.
+func (e *frameEncoder) release() {
+	e.frame = Frame{}
+	if e.buf.Cap() <= maxPooledFrame {
+		frameEncoders.Put(e)
+	}
 }

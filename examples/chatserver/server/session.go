@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -375,7 +374,9 @@ func (ss *session) logf(level slog.Level, msg string, args ...any) {
 // no handling here. A client that stops reading blocks the write until
 // the heartbeat gives up on it and closes the connection.
 func (ss *session) write(f Frame) {
-	data, err := json.Marshal(f)
+	e := frameEncoders.Get().(*frameEncoder)
+	defer e.release()
+	data, err := e.encode(f)
 	if err != nil {
 		ss.logf(slog.LevelError, "encoding frame", "err", err)
 		return
