@@ -30,6 +30,18 @@ const (
 	turnsSlot = "turns"
 )
 
+// turnsEver returns the number of turns ever appended to r, as its turns
+// slot records it: at least the turns r holds, whatever the slot says.
+func turnsEver(r *ctxstore.Record) int64 {
+	n := int64(r.Len())
+	if v, ok := r.Slot(turnsSlot); ok {
+		if c, err := strconv.ParseInt(v, 10, 64); err == nil && c > n {
+			n = c
+		}
+	}
+	return n
+}
+
 // inbound is one item in a session's ring: a client frame, as read, with
 // the time it arrived, or a timeout expiry handed over by the wheel. The
 // worker decodes frames, so the reader's stack stays shallow (and small:
@@ -203,9 +215,7 @@ func (s *Server) open(ctx context.Context, conn *websocket.Conn, tenant, id stri
 	if v, ok := ss.rec.Slot(dedupSlot); ok {
 		ss.answers.load(v)
 	}
-	if v, ok := ss.rec.Slot(turnsSlot); ok {
-		ss.turns, _ = strconv.ParseInt(v, 10, 64)
-	}
+	ss.turns = turnsEver(ss.rec)
 	ss.entry = s.wheel.Add(ss, ss.dlg.Deadline())
 	s.metrics.stateEnter(ss.dlg.State())
 	return ss, Frame{

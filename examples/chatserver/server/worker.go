@@ -365,12 +365,7 @@ func (ss *session) merge(ctx context.Context, snap []byte) error {
 	// The merged record numbers its turns as the other writer did, ours
 	// on top, and the answers a repeated id replays must point at the
 	// same turns under the new numbers (see replay).
-	n := int64(cur.Len()) // turns ever appended to cur
-	if v, ok := cur.Slot(turnsSlot); ok {
-		if c, err := strconv.ParseInt(v, 10, 64); err == nil && c >= n {
-			n = c
-		}
-	}
+	n := turnsEver(cur)
 	base := n - int64(cur.Len()) // the number of cur's first turn
 	ss.answers.renumber(func(turn int64) (int64, bool) {
 		switch j := turn - first; {
