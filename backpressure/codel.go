@@ -92,9 +92,10 @@ type Detector struct {
 
 	// state is a state code and a stamp (see stamp). Outside the dropping
 	// state it is the whole state: moving between clear and above is one
-	// CompareAndSwap, taking no lock. Moving into, within or out of the dropping state
-	// also needs the fields below, so it takes mu and then swaps state;
-	// while state holds stateDropping only holders of mu change it.
+	// CompareAndSwap, taking no lock. Moving into, within or out of the
+	// dropping state also needs the fields below, so it takes mu and then
+	// swaps state; while state holds stateDropping only holders of mu
+	// change it.
 	state atomic.Uint64
 
 	mu        sync.Mutex
@@ -175,10 +176,11 @@ func (d *Detector) ObserveAt(sojourn time.Duration, now time.Time) Verdict {
 }
 
 // observe is RFC 8289's dequeue for an observation that the fast paths of
-// ObserveAt found to change the state word w, one item at a time. above reports a sojourn at or above target;
-// t is the timestamp. The observation takes effect at the CompareAndSwap
-// that changes the state. If that fails, another observation changed the
-// state first, and this one decides again from the state that one left.
+// ObserveAt found to change the state word w, one item at a time. above
+// reports a sojourn at or above target; t is the timestamp. The
+// observation takes effect at the CompareAndSwap that changes the state.
+// If that fails, another observation changed the state first, and this one
+// decides again from the state that one left.
 //
 // A timestamp older than the last state change counts as made at that
 // change: the detector's clock does not run backwards.

@@ -83,8 +83,9 @@ var defaultWindow = Window{}.withDefaults()
 // the store until Put, and copies share memory until one of them is changed
 // (copy on write), so Get costs no copying; the first change to a record
 // fresh from Get or Put copies a small header, and its slots on their first
-// change; the window's turns are shared, not copied (see turnLog). Copy a Record
-// through Get, never by assigning *r: copies made that way share changes.
+// change; the window's turns are shared, not copied (see turnLog). Copy a
+// Record through Get, never by assigning *r: copies made that way share
+// changes.
 // The zero Record has no key, uses the default Window and cannot be Put. A
 // Record is not safe for concurrent use.
 type Record struct {

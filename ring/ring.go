@@ -251,10 +251,11 @@ func (b *Buffer[T]) TryPop() (v T, ok bool) {
 
 // PopBatch waits until at least one item is queued, then moves the oldest
 // items, up to len(dst), into dst and returns how many it moved. What is
-// queued is taken under one lock acquisition, so one call drains a burst. It returns 0 and ErrClosed once the Buffer is closed and
-// drained, or 0 and ctx.Err() if ctx is done while it waits. Like an
-// io.Reader given an empty slice, it returns 0, nil at once when len(dst) is
-// 0 (including a nil dst). ctx is only consulted when PopBatch has to wait.
+// queued is taken under one lock acquisition, so one call drains a burst.
+// It returns 0 and ErrClosed once the Buffer is closed and drained, or 0
+// and ctx.Err() if ctx is done while it waits. Like an io.Reader given an
+// empty slice, it returns 0, nil at once when len(dst) is 0 (including a
+// nil dst). ctx is only consulted when PopBatch has to wait.
 func (b *Buffer[T]) PopBatch(ctx context.Context, dst []T) (int, error) {
 	if len(dst) == 0 {
 		return 0, nil
