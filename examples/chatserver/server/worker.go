@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/coder/websocket"
 
 	"github.com/parley-go/parley/backpressure"
@@ -284,7 +283,9 @@ func (ss *session) replyFrame(a answered, text string, replay bool) Frame {
 
 // appendTurn adds a turn to the session's context window.
 func (ss *session) appendTurn(role ctxstore.Role, text string) {
-	ss.rec.Append(ctxstore.Turn{Role: role, Text: text})
+	t := ctxstore.Turn{Role: role, Text: text}
+	ss.rec.Append(t)
+	ss.sums.add(ss.rec, t)
 	ss.turns++
 	ss.sinceRead++
 }
@@ -388,38 +389,29 @@ func (ss *session) merge(ctx context.Context, snap []byte) error {
 }
 
 // logTurn logs a finished turn: the full prompt for one turn in
-// PromptSample, a hash of the context otherwise.
+// PromptSample, a hash of the context window otherwise. It runs for every
+// turn, so it hands the record to the handler itself: Logger's methods
+// would also walk the stack for the caller's position, a tenth of the
+// line's cost, which the line does not report.
 func (ss *session) logTurn(req *modelReq, a answer) {
-	log := ss.srv.log
-	if !log.Enabled(context.Background(), slog.LevelInfo) {
+	h := ss.log.Handler()
+	ctx := context.Background()
+	if !h.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
-	attrs := [...]slog.Attr{
-		slog.String("session", ss.key.String()),
+	r := slog.NewRecord(time.Now(), slog.LevelInfo, "turn", 0)
+	last := slog.Uint64("context_hash", ss.sums.sum(ss.rec))
+	if ss.srv.sample() {
+		last = slog.Any("prompt", req.prompt)
+	}
+	r.AddAttrs(
 		slog.String("id", req.id),
 		slog.String("state", ss.dlg.State().String()),
 		slog.Float64("model_ms", ms(a.Service)),
 		slog.Bool("fallback", a.fallback),
-		slog.Uint64("context_hash", contextHash(req.prompt)),
-	}
-	if ss.srv.sample() {
-		attrs[len(attrs)-1] = slog.Any("prompt", req.prompt)
-	}
-	log.LogAttrs(context.Background(), slog.LevelInfo, "turn", attrs[:]...)
-}
-
-// contextHash is the xxHash of a prompt's roles and texts, so that logs
-// can tell contexts apart without holding them. It runs on every turn, over
-// the whole context window, so it uses a hash that runs at memory speed.
-func contextHash(prompt []Message) uint64 {
-	d := xxhash.New()
-	for _, m := range prompt {
-		d.WriteString(m.Role)
-		d.WriteString("\x00")
-		d.WriteString(m.Content)
-		d.WriteString("\x00")
-	}
-	return d.Sum64()
+		last,
+	)
+	_ = h.Handle(ctx, r) // as Logger does: a log line that fails is dropped
 }
 
 // admit decides whether a session's message may go to the model now.
