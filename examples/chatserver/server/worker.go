@@ -322,7 +322,10 @@ func (ss *session) prompt(p []Message) []Message {
 
 // save stores the session's record with the dialogue's snapshot.
 func (ss *session) save() {
-	snap, err := ss.dlg.AppendBinary(nil)
+	// The record keeps a copy: the snapshot (25 bytes at most) is built on
+	// the stack, not grown on the heap from nothing.
+	var buf [32]byte
+	snap, err := ss.dlg.AppendBinary(buf[:0])
 	if err != nil {
 		ss.logf(slog.LevelError, "dialogue snapshot", "err", err)
 		return
