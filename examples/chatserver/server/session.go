@@ -99,7 +99,6 @@ type session struct {
 	outdated atomic.Bool
 
 	// Owned by the worker.
-	log     *slog.Logger // the server's, with the session's key
 	dlg     dialogue
 	rec     *ctxstore.Record
 	sums    windowSums // of rec's window, for the context hash
@@ -213,7 +212,6 @@ func (s *Server) open(ctx context.Context, conn *websocket.Conn, tenant, id stri
 		ss.dlg = s.def.NewSession(now)
 	}
 	ss.req.init(ss)
-	ss.log = s.log.With("session", ss.key.String())
 	ss.answers = newDedup(s.cfg.DedupWindow)
 	if v, ok := ss.rec.Slot(dedupSlot); ok {
 		ss.answers.load(v)
@@ -379,7 +377,7 @@ func (ss *session) heartbeat() (stop func()) {
 
 // logf logs msg with the session's key and args.
 func (ss *session) logf(level slog.Level, msg string, args ...any) {
-	ss.log.Log(context.Background(), level, msg, args...)
+	ss.srv.log.Log(context.Background(), level, msg, append([]any{"session", ss.key.String()}, args...)...)
 }
 
 // write sends f to the client. A failed write means the connection is

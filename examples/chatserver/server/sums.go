@@ -29,9 +29,9 @@ func (w *windowSums) add(rec *ctxstore.Record, t ctxstore.Turn) {
 		return // sum rebuilds
 	}
 	w.turns = append(w.turns, turnSum(string(t.Role), t.Text))
-	// Sums of turns that left the window go once they are as many as
-	// twice the window, so that trimming costs O(1) per turn.
-	if n := rec.Len(); len(w.turns) > 2*n+8 {
+	// Sums of turns that left the window go eight at a time, so that
+	// trimming costs little per turn and a session holds few sums.
+	if n := rec.Len(); len(w.turns) > n+8 {
 		w.turns = append(w.turns[:0], w.turns[len(w.turns)-n:]...)
 	}
 }

@@ -397,7 +397,7 @@ func (ss *session) merge(ctx context.Context, snap []byte) error {
 // would also walk the stack for the caller's position, a tenth of the
 // line's cost, which the line does not report.
 func (ss *session) logTurn(req *modelReq, a answer) {
-	h := ss.log.Handler()
+	h := ss.srv.log.Handler()
 	ctx := context.Background()
 	if !h.Enabled(ctx, slog.LevelInfo) {
 		return
@@ -408,6 +408,7 @@ func (ss *session) logTurn(req *modelReq, a answer) {
 		last = slog.Any("prompt", req.prompt)
 	}
 	r.AddAttrs(
+		slog.String("session", ss.key.String()),
 		slog.String("id", req.id),
 		slog.String("state", ss.dlg.State().String()),
 		slog.Float64("model_ms", ms(a.Service)),
