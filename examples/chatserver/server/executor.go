@@ -11,25 +11,26 @@ import (
 // pool only saves the cost of starting a goroutine and growing its stack
 // for every task.
 //
-// The pool grows on demand up to max goroutines: a goroutine started for a
+// The pool grows on demand up to most goroutines: a goroutine started for a
 // task stays in the pool once the task is done. Under load, tasks are
 // handed over faster than the scheduler runs them, so the goroutines they
 // were handed to are all runnable and none is idle: a pool fixed at a few
 // goroutines per CPU then started a new goroutine for two tasks in three,
 // each growing its stack again while decoding a frame.
 type executor struct {
-	tasks chan func()
-	max   int32
-	n     atomic.Int32 // goroutines in the pool
-	wg    sync.WaitGroup
+	tasks   chan func()
+	most    int32
+	n       atomic.Int32 // goroutines in the pool
+	started atomic.Int64 // goroutines started for tasks, pooled or not
+	wg      sync.WaitGroup
 }
 
-// newExecutor starts min goroutines waiting for tasks, and lets the pool
-// grow to max.
-func newExecutor(min, max int) *executor {
-	e := &executor{tasks: make(chan func()), max: int32(max)}
-	e.n.Store(int32(min))
-	for range min {
+// newExecutor starts least goroutines waiting for tasks, and lets the pool
+// grow to most (or least, if that is more).
+func newExecutor(least, most int) *executor {
+	e := &executor{tasks: make(chan func()), most: int32(max(least, most))}
+	e.n.Store(int32(least))
+	for range least {
 		e.wg.Go(e.serve)
 	}
 	return e
@@ -50,7 +51,8 @@ func (e *executor) do(f func()) {
 		return
 	default:
 	}
-	if e.n.Add(1) <= e.max {
+	e.started.Add(1)
+	if e.n.Add(1) <= e.most {
 		e.wg.Go(func() {
 			f()
 			e.serve()

@@ -13,6 +13,7 @@ import (
 func TestExecutorGrowsToMax(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := newExecutor(1, 3)
+		synctest.Wait() // its goroutine waits for a task
 		release := make(chan struct{})
 		var started, done atomic.Int32
 		for range 6 {
@@ -29,17 +30,31 @@ func TestExecutorGrowsToMax(t *testing.T) {
 		if n := e.n.Load(); n != 3 {
 			t.Errorf("pool of %d goroutines, want max 3", n)
 		}
+		if n := e.started.Load(); n != 5 {
+			t.Errorf("%d goroutines started for 6 tasks with 1 idle, want 5", n)
+		}
 		close(release)
 		synctest.Wait()
-		for range 10 {
-			e.do(func() { done.Add(1) })
+		// The pool's 3 goroutines are idle now: 3 tasks that block take
+		// them, and start no goroutine.
+		again := make(chan struct{})
+		for range 3 {
+			e.do(func() {
+				<-again
+				done.Add(1)
+			})
 			synctest.Wait()
 		}
-		if n := done.Load(); n != 16 {
-			t.Errorf("%d of 16 tasks done", n)
+		if n := e.started.Load(); n != 5 {
+			t.Errorf("%d goroutines started in all, want 5: the idle pool should have run the last 3 tasks", n)
+		}
+		close(again)
+		synctest.Wait()
+		if n := done.Load(); n != 9 {
+			t.Errorf("%d of 9 tasks done", n)
 		}
 		if n := e.n.Load(); n != 3 {
-			t.Errorf("pool of %d goroutines after idle tasks, want 3", n)
+			t.Errorf("pool of %d goroutines, want 3", n)
 		}
 		e.close()
 	})

@@ -237,8 +237,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	// 256 warm goroutines hold a few MB of stacks at most; under load at
-	// 10k sessions they leave one task in six to a new goroutine (two in
-	// three with a pool fixed at 8).
+	// 10k sessions on 2 CPUs they left one task in six to a new goroutine
+	// (two in three with the pool fixed at 8).
 	s.exec = newExecutor(4*runtime.GOMAXPROCS(0), 256)
 	s.storeCtx.timeout = cfg.StoreTimeout
 	s.wheel = fsm.NewWheel(fsm.WheelConfig{Resolution: 10 * time.Millisecond}, func(x fsm.Expiry[*session]) {
