@@ -14,6 +14,7 @@ type modelReq struct {
 	arrival     time.Time // when the user's message arrived
 	id, text    string    // the user's message
 	prompt      []Message
+	promptHash  uint64        // of prompt, for the log (see promptHash)
 	regenerated bool          // this is the second try after an echo
 	queued      time.Duration // queue time of an earlier try
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,41 +20,53 @@ import (
 	"github.com/parley-go/parley/fsm"
 )
 
-func newSumsStore(t *testing.T) *ctxstore.Store {
+func newSumsStore(t testing.TB, w ctxstore.Window) *ctxstore.Store {
 	t.Helper()
-	store, err := ctxstore.New(&ctxstore.Memory{}, ctxstore.Config{Logger: quietLogger(), Window: ctxstore.Window{MaxTurns: 5}})
+	store, err := ctxstore.New(&ctxstore.Memory{}, ctxstore.Config{Logger: quietLogger(), Window: w})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return store
 }
 
-// TestWindowSumsFollowTheRecord checks the incremental sums against sums
-// rebuilt from the record, while turns come and go from the window and the
-// record is replaced (as a merge does) behind the sums' back.
+// windowPrompt is the prompt a session builds from rec (see session.prompt).
+func windowPrompt(rec *ctxstore.Record) []Message {
+	p := []Message{{Role: string(ctxstore.RoleSystem), Content: rec.System()}}
+	for t := range rec.Turns() {
+		p = append(p, Message{Role: string(t.Role), Content: t.Text})
+	}
+	return p
+}
+
+// TestWindowSumsFollowTheRecord checks the incremental sums against the
+// hash of the prompt built from the record, while turns leave the window
+// by count and by tokens, and the record is replaced (as a merge does) or
+// appended to behind the sums' back.
 func TestWindowSumsFollowTheRecord(t *testing.T) {
-	store := newSumsStore(t)
+	store := newSumsStore(t, ctxstore.Window{MaxTurns: 5, MaxTokens: 40})
 	rng := mrand.New(mrand.NewPCG(1, 2))
+	text := func(i int) string { return fmt.Sprint("turn ", i, strings.Repeat(".", rng.IntN(60))) }
 	rec := store.NewRecord("t", "a")
 	rec.SetSystem("system")
 	var w windowSums
-	for i := range 2000 {
+	for i := range 3000 {
 		switch r := rng.IntN(100); {
 		case r < 3: // replaced by a record w has never seen
 			rec = store.NewRecord("t", fmt.Sprint("r", i))
 			rec.SetSystem(fmt.Sprint("system ", i%4))
 			for range rng.IntN(8) {
-				rec.Append(ctxstore.Turn{Role: ctxstore.RoleUser, Text: fmt.Sprint("merged ", rng.IntN(5))})
+				rec.Append(ctxstore.Turn{Role: ctxstore.RoleUser, Text: text(i)})
 			}
+		case r < 5: // a new turn appended without telling w
+			rec.Append(ctxstore.Turn{Role: ctxstore.RoleAssistant, Text: fmt.Sprint("unseen ", i)})
 		default:
 			role := []ctxstore.Role{ctxstore.RoleUser, ctxstore.RoleAssistant}[rng.IntN(2)]
-			turn := ctxstore.Turn{Role: role, Text: fmt.Sprint("turn ", rng.IntN(10))}
+			turn := ctxstore.Turn{Role: role, Text: text(i % 7)}
 			rec.Append(turn)
 			w.add(rec, turn)
 		}
-		var fresh windowSums
-		if got, want := w.sum(rec), fresh.sum(rec); got != want {
-			t.Fatalf("step %d: sum %x, rebuilt from the record %x", i, got, want)
+		if got, want := w.sum(rec), promptHash(windowPrompt(rec)); got != want {
+			t.Fatalf("step %d: sum %x, hash of the window's prompt %x", i, got, want)
 		}
 		if len(w.turns) > rec.Len()+8 {
 			t.Fatalf("step %d: %d sums kept for a window of %d", i, len(w.turns), rec.Len())
@@ -62,7 +77,7 @@ func TestWindowSumsFollowTheRecord(t *testing.T) {
 // TestWindowSumsHashTheWindow checks that the hash depends on what the
 // window holds, in order, and on nothing that has left it.
 func TestWindowSumsHashTheWindow(t *testing.T) {
-	store := newSumsStore(t)
+	store := newSumsStore(t, ctxstore.Window{MaxTurns: 5})
 	build := func(system string, texts ...string) uint64 {
 		rec := store.NewRecord("t", "x")
 		rec.SetSystem(system)
@@ -93,14 +108,11 @@ func TestWindowSumsHashTheWindow(t *testing.T) {
 	}
 }
 
-// BenchmarkLogTurn measures the per-turn log line, context hash included,
+// BenchmarkLogTurn measures the per-turn log line, prompt hash included,
 // across 10k sessions of 16 turns each, so that the windows' texts are
 // mostly out of the caches, as under load.
 func BenchmarkLogTurn(b *testing.B) {
-	store, err := ctxstore.New(&ctxstore.Memory{}, ctxstore.Config{Logger: quietLogger(), Window: ctxstore.Window{MaxTurns: 16}})
-	if err != nil {
-		b.Fatal(err)
-	}
+	store := newSumsStore(b, ctxstore.Window{MaxTurns: 16})
 	def, err := fsm.NewDialogue(fsm.DialogueConfig{})
 	if err != nil {
 		b.Fatal(err)
@@ -130,14 +142,33 @@ func BenchmarkLogTurn(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		ss := sessions[i%len(sessions)]
+		ss.req.promptHash = ss.sums.sum(ss.rec)
 		ss.logTurn(&ss.req, a)
 		i++
 	}
 }
 
+// recordingModel notes the hash of each prompt it is sent, by the user's
+// last message.
+type recordingModel struct {
+	Model
+	mu     sync.Mutex
+	hashes map[string]uint64
+}
+
+func (m *recordingModel) Complete(ctx context.Context, prompts [][]Message) ([]Completion, error) {
+	m.mu.Lock()
+	for _, p := range prompts {
+		m.hashes[p[len(p)-1].Content] = promptHash(p)
+	}
+	m.mu.Unlock()
+	return m.Model.Complete(ctx, prompts)
+}
+
 // TestTurnLogLines checks the line logged for every turn: the session, the
-// message, the full prompt for one turn in PromptSample and a context hash
-// for the others, which differs as the window changes.
+// message, the full prompt for one turn in PromptSample, and otherwise the
+// hash of the prompt the model was sent, also once the window is full and
+// turns leave it.
 func TestTurnLogLines(t *testing.T) {
 	// An *os.File is safe for the server's goroutines to log into.
 	logs, err := os.Create(filepath.Join(t.TempDir(), "log"))
@@ -145,14 +176,16 @@ func TestTurnLogLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logs.Close()
-	e := newEnv(t, func(c *Config) {
-		c.Logger = slog.New(slog.NewJSONHandler(logs, nil))
-		c.PromptSample = 2
+	const turns = 20 // 40 turns: the default window of 32 overflows
+	model := &recordingModel{Model: newSim(t, SimConfig{Latency: time.Millisecond, Seed: 1}), hashes: map[string]uint64{}}
+	e := newEnvWith(t, &ctxstore.Memory{}, model, func(c *Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{AddSource: true}))
+		c.PromptSample = 7
+		c.SessionBurst = turns // no rate limit in the way
 	})
 	c, hello := e.hello(t, "")
-	texts := []string{"one", "two", "three", "four"}
-	for i, text := range texts {
-		c.ask(fmt.Sprint("m", i), text)
+	for i := range turns {
+		c.ask(fmt.Sprint("m", i), fmt.Sprint("message ", i))
 	}
 	c.conn.CloseNow()
 	e.stop(t) // the session's lines are all out
@@ -161,7 +194,8 @@ func TestTurnLogLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	type line struct {
-		Msg         string    `json:"msg"`
+		Msg         string `json:"msg"`
+		Source      struct{ Function string }
 		Session     string    `json:"session"`
 		ID          string    `json:"id"`
 		State       string    `json:"state"`
@@ -170,36 +204,42 @@ func TestTurnLogLines(t *testing.T) {
 		ContextHash *uint64   `json:"context_hash"`
 		Prompt      []Message `json:"prompt"`
 	}
-	var turns []line
+	var lines []line
 	for l := range bytes.Lines(out) {
 		var ln line
 		if err := json.Unmarshal(l, &ln); err != nil {
 			t.Fatalf("log line %q: %v", l, err)
 		}
 		if ln.Msg == "turn" {
-			turns = append(turns, ln)
+			lines = append(lines, ln)
 		}
 	}
-	if len(turns) != len(texts) {
-		t.Fatalf("%d turn lines, want %d:\n%s", len(turns), len(texts), out)
+	if len(lines) != turns {
+		t.Fatalf("%d turn lines, want %d:\n%s", len(lines), turns, out)
 	}
-	hashes := map[uint64]bool{}
-	for i, ln := range turns {
+	for i, ln := range lines {
+		text := fmt.Sprint("message ", i)
 		if ln.Session != "default:"+hello.Session || ln.ID != fmt.Sprint("m", i) || ln.State != "CHATTING" || ln.ModelMS == nil || ln.Fallback == nil {
 			t.Errorf("turn line %d = %+v, want session default:%s, id m%d, state CHATTING, model_ms and fallback", i, ln, hello.Session, i)
 		}
-		switch {
-		case ln.ContextHash != nil && ln.Prompt == nil:
-			hashes[*ln.ContextHash] = true
-		case ln.ContextHash == nil && len(ln.Prompt) > 0:
-			if last := ln.Prompt[len(ln.Prompt)-1]; last.Role != "user" || last.Content != texts[i] || len(ln.Prompt) != 2*i+2 {
-				t.Errorf("turn line %d: prompt of %d messages ending %+v, want %d ending with the user's %q", i, len(ln.Prompt), last, 2*i+2, texts[i])
+		if !strings.HasSuffix(ln.Source.Function, ".logTurn") {
+			t.Errorf("turn line %d: source function %q, want logTurn", i, ln.Source.Function)
+		}
+		switch sampled := (i+1)%7 == 0; {
+		case sampled && ln.ContextHash == nil && len(ln.Prompt) > 0:
+			want := 1 + min(2*i+1, 32)
+			if last := ln.Prompt[len(ln.Prompt)-1]; last.Role != "user" || last.Content != text || len(ln.Prompt) != want {
+				t.Errorf("turn line %d: prompt of %d messages ending %+v, want %d ending with the user's %q", i, len(ln.Prompt), last, want, text)
+			}
+		case !sampled && ln.ContextHash != nil && ln.Prompt == nil:
+			model.mu.Lock()
+			want, ok := model.hashes[text]
+			model.mu.Unlock()
+			if !ok || *ln.ContextHash != want {
+				t.Errorf("turn line %d: context_hash %x, want %x, the hash of the prompt the model was sent", i, *ln.ContextHash, want)
 			}
 		default:
-			t.Errorf("turn line %d = %+v, want either a context hash or the prompt", i, ln)
+			t.Errorf("turn line %d = %+v, want the prompt on every 7th turn and its hash otherwise", i, ln)
 		}
-	}
-	if len(hashes) != len(texts)/2 {
-		t.Errorf("%d distinct context hashes, want %d", len(hashes), len(texts)/2)
 	}
 }

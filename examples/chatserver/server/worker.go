@@ -5,7 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -199,6 +201,7 @@ func (ss *session) turn(arrival time.Time, f clientFrame) (waiting bool) {
 	req := &ss.req // the previous turn is over: reuse it
 	req.arrival, req.id, req.text = arrival, id, text
 	req.prompt = ss.prompt(req.prompt[:0])
+	req.promptHash = ss.sums.sum(ss.rec) // the window is the prompt's now
 	req.regenerated, req.queued = false, 0
 	if err := srv.submit(req); err != nil {
 		ss.logf(slog.LevelError, "model call refused", "id", id, "err", err)
@@ -392,18 +395,25 @@ func (ss *session) merge(ctx context.Context, snap []byte) error {
 }
 
 // logTurn logs a finished turn: the full prompt for one turn in
-// PromptSample, a hash of the context window otherwise. It runs for every
-// turn, so it hands the record to the handler itself: Logger's methods
-// would also walk the stack for the caller's position, a tenth of the
-// line's cost, which the line does not report.
+// PromptSample, the prompt's hash otherwise. It runs for every turn, so it
+// hands the record to the handler itself with a program counter found
+// once: Logger's methods would walk the stack for it on every line, a
+// tenth of the line's cost.
 func (ss *session) logTurn(req *modelReq, a answer) {
 	h := ss.srv.log.Handler()
 	ctx := context.Background()
 	if !h.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
-	r := slog.NewRecord(time.Now(), slog.LevelInfo, "turn", 0)
-	last := slog.Uint64("context_hash", ss.sums.sum(ss.rec))
+	pc := logTurnPC.Load()
+	if pc == 0 {
+		var pcs [1]uintptr
+		runtime.Callers(1, pcs[:]) // this line, for a handler's source
+		pc = pcs[0]
+		logTurnPC.Store(pc)
+	}
+	r := slog.NewRecord(time.Now(), slog.LevelInfo, "turn", pc)
+	last := slog.Uint64("context_hash", req.promptHash)
 	if ss.srv.sample() {
 		last = slog.Any("prompt", req.prompt)
 	}
@@ -417,6 +427,9 @@ func (ss *session) logTurn(req *modelReq, a answer) {
 	)
 	_ = h.Handle(ctx, r) // as Logger does: a log line that fails is dropped
 }
+
+// logTurnPC is the program counter logTurn's records carry.
+var logTurnPC atomic.Uintptr
 
 // admit decides whether a session's message may go to the model now.
 //
