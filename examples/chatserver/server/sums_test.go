@@ -129,6 +129,7 @@ func BenchmarkLogTurn(b *testing.B) {
 		ss.rec = store.NewRecord(ss.key.Tenant, ss.key.ID)
 		ss.rec.SetSystem("You are a helpful assistant. Answer briefly.")
 		ss.dlg = def.NewSession(now)
+		ss.sums.sum(ss.rec) // the sums follow rec from here, as in a live session
 		for j := range 16 {
 			ss.appendTurn([]ctxstore.Role{ctxstore.RoleUser, ctxstore.RoleAssistant}[j%2],
 				fmt.Sprintf("Turn %d of session %d: which of the products we talked about fits a small team best?", j, i))
