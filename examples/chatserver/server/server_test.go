@@ -424,21 +424,25 @@ func (m gateModel) Complete(ctx context.Context, prompts [][]Message) ([]Complet
 }
 
 func TestOverloadShedsWithRetryAfter(t *testing.T) {
+	const interval = 60 * time.Millisecond
 	release := make(chan struct{})
 	e := newEnvWith(t, &ctxstore.Memory{}, gateModel{release}, func(c *Config) {
 		c.Batch.MaxInFlight, c.Batch.MaxSize = 1, 1
-		c.AdmitTarget, c.AdmitInterval = time.Millisecond, 20*time.Millisecond
+		c.AdmitTarget, c.AdmitInterval = time.Millisecond, interval
 	})
 	defer close(release)
 	// One message occupies the model; the rest queue behind it. Once the
-	// queue has stood for an interval, new messages are shed.
+	// queue has stood for an interval, new messages are shed. Messages go
+	// out a quarter interval apart, wide enough that a reader goroutine
+	// late by a few milliseconds under a loaded -race run does not make
+	// the server see the queue as older than it is.
 	clients := make([]*client, 40)
 	for i := range clients {
 		clients[i], _ = e.hello(t, "")
 	}
 	for _, c := range clients {
 		c.text("m1", "queue me")
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(interval / 4)
 	}
 	var shed []int
 	for i, c := range clients {
@@ -452,8 +456,8 @@ func TestOverloadShedsWithRetryAfter(t *testing.T) {
 		if err := json.Unmarshal(data, &f); err != nil {
 			t.Fatal(err)
 		}
-		if f.Type != typeError || f.Code != codeOverloaded || f.RetryAfterMS < 20 || f.RetryAfterMS > 40 || f.ID != "m1" {
-			t.Errorf("client %d got %+v, want overloaded for m1 with retry_after_ms in [20, 40]", i, f)
+		if lo := interval.Milliseconds(); f.Type != typeError || f.Code != codeOverloaded || f.RetryAfterMS < lo || f.RetryAfterMS > 2*lo || f.ID != "m1" {
+			t.Errorf("client %d got %+v, want overloaded for m1 with retry_after_ms in [%d, %d]", i, f, lo, 2*lo)
 		}
 		shed = append(shed, i)
 	}
