@@ -7,13 +7,15 @@ import (
 )
 
 // floorQueue is the least a lock-based queue can do that, like ring.Buffer,
-// hands an item to a parked consumer: a mutex for the data, a count of
-// parked consumers, and a push that claims a parked consumer under the
-// mutex and sends it the item on a channel after unlocking, so that the
+// hands an item to a consumer parked on a channel: a mutex for the data, a
+// count of parked consumers, and a push that claims a parked consumer under
+// the mutex and sends it the item on a channel after unlocking, so that the
 // woken consumer does not take the mutex again. It has none of ring.Buffer's
 // other duties (no Close, no parked producers, no Stats), and it is not
 // generic. BenchmarkPingPong runs it as impl=mutex-chan: the floor of a
-// single hand-off for any Buffer built this way.
+// single hand-off for a Buffer that parks its consumers on a channel, as
+// ring.Buffer does with a cancellable ctx (and in race-detector builds).
+// Parked as the sleeper, ring.Buffer's consumer does without the channel.
 type floorQueue struct {
 	mu         sync.Mutex
 	buf        []item

@@ -164,9 +164,11 @@ func ringBatchPopper(b *testing.B, r *ring.Buffer[item]) func(int) int64 {
 // impl=chan uses bare channel operations. The other rows go through the
 // blocking API of ring.Buffer (a method call, a context and an error per
 // operation): impl=chan-wrapped is a channel behind that API, which shows
-// what the API itself costs; impl=mutex-chan is the bare mechanism of ring's
-// hand-off (floorQueue), the floor for any Buffer built that way; and
-// impl=ring-cond is ring's design parked on sync.Cond instead of channels.
+// what the API itself costs; impl=ring parks its consumer as the sleeper
+// (gopark and goready) in a build without the race detector, on a channel
+// otherwise; impl=mutex-chan is the bare mechanism of a hand-off to a
+// consumer parked on a channel (floorQueue), the floor for a Buffer built
+// that way; and impl=ring-cond is ring's design parked on sync.Cond.
 func BenchmarkPingPong(b *testing.B) {
 	b.Run("impl=chan", func(b *testing.B) {
 		ping, pong := make(chan item, spscCap), make(chan item, spscCap)

@@ -9,6 +9,12 @@
 // length of its slice) under one lock acquisition; that is where a Buffer
 // gains most over a channel.
 //
+// A consumer that waits with a context that can never be done (such as
+// context.Background()) parks its goroutine directly with the Go runtime's
+// scheduler, which makes a single hand-off cheaper than a channel's (see
+// park_runtime.go); one with a cancellable context parks on a channel.
+// Build with the tag parley_chanpark to park every consumer on a channel.
+//
 // A Buffer keeps no timestamps. To feed a queueing-delay detector (such as a
 // CoDel detector), stamp each item when it is pushed and subtract that stamp
 // from the time it is popped; see the sojourn example.
@@ -49,6 +55,7 @@ type Buffer[T any] struct {
 	tail   uint64 // items pushed; the next free slot is buf[tail&mask]
 	buf    []T    // len(buf) is a power of two
 	cons   receivers[T]
+	sleep  sleeper[T]
 	prod   waiters
 
 	high        uint64        // most items held in buf at once
@@ -111,10 +118,13 @@ func (b *Buffer[T]) Stats() Stats {
 func (b *Buffer[T]) Close() {
 	b.mu.Lock()
 	b.closed = true
-	k, ch := b.cons.n, b.cons.ch
-	b.cons.n = 0 // claim every parked consumer, to tell it
+	sl, k, ch := b.sleep.parked, b.cons.n, b.cons.ch
+	b.sleep.parked, b.cons.n = false, 0 // claim every parked consumer, to tell it
 	wp := b.producerWake()
 	b.mu.Unlock()
+	if sl {
+		b.sleep.wake(delivery[T]{})
+	}
 	for range k {
 		ch <- delivery[T]{}
 	}
@@ -132,10 +142,10 @@ func (b *Buffer[T]) Push(ctx context.Context, v T) error {
 	// implies an open, empty Buffer), or queue it. While no other producer
 	// is parked, neither has a wake-up to pass on.
 	if b.prod.n == 0 {
-		if b.cons.n > 0 {
-			_, ch := b.claim(1)
+		if b.consumersParked() {
+			_, sl, ch := b.claim(1)
 			b.mu.Unlock()
-			ch <- delivery[T]{v, true}
+			b.handOver(sl, ch, v)
 			return nil
 		}
 		if !b.closed && !b.full() {
@@ -197,12 +207,12 @@ func (b *Buffer[T]) PushBatch(ctx context.Context, vs []T) (int, error) {
 			return n, ErrClosed
 		}
 		// Parked consumers mean an empty buf: hand them the first items.
-		h, ch := b.claim(len(vs) - n)
+		h, sl, ch := b.claim(len(vs) - n)
 		k := b.put(vs[n+h:])
 		wp := b.producerWake()
 		b.mu.Unlock()
-		for _, v := range vs[n : n+h] {
-			ch <- delivery[T]{v, true}
+		for i, v := range vs[n : n+h] {
+			b.handOver(sl && i == 0, ch, v)
 		}
 		wake(wp)
 		n += h + k
@@ -222,9 +232,12 @@ func (b *Buffer[T]) Pop(ctx context.Context) (T, error) {
 		return v, nil
 	}
 	// Park. A consumer that keeps up with its producer parks on every Pop,
-	// so the common park (open Buffer, channel made, ctx never done) is
-	// spelled out here rather than in a call to receive (which costs 4.5%
+	// so the common parks (open Buffer, ctx never done or channel made) are
+	// spelled out here rather than in a call to receive (which cost 4.5%
 	// of BenchmarkPingPong/impl=ring's round trip).
+	if b.canSleep(ctx) {
+		return b.sleepUnlock().result()
+	}
 	ch := b.cons.ch
 	if ch == nil || b.closed {
 		return b.receive(ctx)
@@ -309,14 +322,14 @@ func (b *Buffer[T]) shift() T {
 // parked consumer if there is one, releases b.mu and wakes whoever must
 // know.
 func (b *Buffer[T]) putUnlock(v T) {
-	_, ch := b.claim(1)
-	if ch == nil {
+	k, sl, ch := b.claim(1)
+	if k == 0 {
 		b.append(v)
 	}
 	wp := b.producerWake()
 	b.mu.Unlock()
-	if ch != nil {
-		ch <- delivery[T]{v, true}
+	if k > 0 {
+		b.handOver(sl, ch, v)
 	}
 	wake(wp)
 }
@@ -392,34 +405,41 @@ func (b *Buffer[T]) waitRoom(ctx context.Context) error {
 	return err
 }
 
-// The parking paths. Each side parks on a channel of its own rather than on
-// a sync.Cond, because a channel receive can select on ctx.Done(): a parked
-// call needs no context.AfterFunc registration (an allocation and a
-// Broadcast for every park with a cancellable ctx), and nothing at all on
-// the fast path.
+// The parking paths. Consumers park only on an empty Buffer, and a push
+// that finds one parked hands it the item directly instead of queueing it,
+// as a channel does with a waiting receiver: the woken consumer returns
+// without taking the mutex again.
 //
-// Consumers park only on an empty Buffer, and a push that finds one parked
-// hands it the item through its channel instead of queueing it, as a channel
-// does with a waiting receiver: the woken consumer returns without taking
-// the mutex again. Producers park only on a full Buffer, which a healthy
-// system rarely sees, so they take the simpler path of a wake-up token and
-// the mutex again to push. Channels are made on a side's first park, so a
-// side that never waits costs no channel.
+// One consumer at a time whose ctx can never be done parks as the sleeper
+// (park_runtime.go): its goroutine parks with the runtime's gopark and the
+// push that claims it wakes it with goready, the primitives that channels
+// and sync.Cond are built on, without a channel's own lock and wait queue.
+// It is the common case: one consumer, waiting for its producer. Any other
+// consumer parks on a channel, because a channel receive can select on
+// ctx.Done(): a cancellable park needs no context.AfterFunc registration (an
+// allocation and a Broadcast for every park), and nothing at all on the
+// fast path. In builds without the sleeper (park_chan.go: the race
+// detector, the tag parley_chanpark, a Go release other than 1.26) every
+// consumer parks on the channel.
 //
-// bench/ measures the choice against impl=ring-cond, this Buffer parked on
-// two sync.Conds with waiter counts and context.AfterFunc. Medians of 6 runs
-// on the 2-core development machine (GOMAXPROCS=2), per round trip:
+// Producers park only on a full Buffer, which a healthy system rarely sees,
+// so they take the simpler path of a wake-up token and the mutex again to
+// push. Channels are made on a side's first park, so a side that never
+// waits costs no channel.
+//
+// bench/ measures the choice against a bare channel and against
+// impl=ring-cond, this Buffer parked on two sync.Conds with waiter counts
+// and context.AfterFunc. Medians of 6 runs on the 2-core development
+// machine (AMD EPYC, GOMAXPROCS=2), per round trip:
 //
 //	                          chan      ring      ring-cond
-//	PingPong, Background      289 ns    342 ns    372 ns
-//	PingPong, cancellable     769 ns    697 ns    1229 ns, 5 allocs
+//	PingPong, Background      284 ns    250 ns    324 ns
+//	PingPong, cancellable     627 ns    606 ns    1031 ns, 5 allocs
 //
-// In BenchmarkBurst both ring designs keep p99 latency well under a
-// channel's (9.0 and 7.5 µs against 26.4 µs, each ±70% between runs).
-// A single hand-off still costs more than a bare channel operation: the
-// mutex is taken on both sides, and a channel behind this API (a method, a
-// context and an error per call) already costs 330 ns. With the cancellable
-// context a server really passes, the Buffer is the fastest of the three.
+// Before the sleeper, the Background ping-pong parked on the channel and
+// trailed a bare channel by 15 to 21%, taking the channel's lock on top of
+// the Buffer's mutex: in one run alternating the two designs 4 times, 291
+// ns against the sleeper's 223 ns.
 
 // A delivery is what a parked consumer receives: an item, or ok == false
 // when Close woke it.
@@ -439,19 +459,53 @@ type receivers[T any] struct {
 	ch chan delivery[T]
 }
 
+// consumersParked reports whether any consumer is parked and unclaimed,
+// which implies an open, empty Buffer. b.mu must be held.
+func (b *Buffer[T]) consumersParked() bool { return b.sleep.parked || b.cons.n > 0 }
+
 // claim takes up to max parked consumers, each to be handed one item, and
-// returns how many it took and the channel to send the items on (nil if it
-// took none). The items count as pushed and popped at once: head and tail
-// both move, so buf stays empty. b.mu must be held.
-func (b *Buffer[T]) claim(max int) (int, chan delivery[T]) {
-	k := min(b.cons.n, max)
-	if k == 0 {
-		return 0, nil
+// returns how many it took, whether the first of them is the sleeper, and
+// the channel to send the items for the others on. The items count as
+// pushed and popped at once: head and tail both move, so buf stays empty.
+// b.mu must be held.
+func (b *Buffer[T]) claim(max int) (k int, sl bool, ch chan delivery[T]) {
+	if b.sleep.parked && max > 0 {
+		b.sleep.parked, sl, k = false, true, 1
 	}
-	b.cons.n -= k
+	if n := min(b.cons.n, max-k); n > 0 {
+		b.cons.n -= n
+		k += n
+		ch = b.cons.ch
+	}
 	b.tail += uint64(k)
 	b.head += uint64(k)
-	return k, b.cons.ch
+	return k, sl, ch
+}
+
+// handOver hands v to a consumer that a claim took: the sleeper if sl, else
+// one parked on ch. It is called after unlocking, once per claimed consumer.
+func (b *Buffer[T]) handOver(sl bool, ch chan delivery[T], v T) {
+	if sl {
+		b.sleep.wake(delivery[T]{v, true})
+		return
+	}
+	ch <- delivery[T]{v, true}
+}
+
+// canSleep reports whether a consumer about to park on an empty Buffer can
+// park as the sleeper: this build has one, the Buffer is open, no other
+// consumer holds it, and ctx can never be done (a sleeper cannot be woken
+// by a cancellation). b.mu must be held.
+func (b *Buffer[T]) canSleep(ctx context.Context) bool {
+	return sleeperAvailable && !b.closed && b.sleep.free() && ctx.Done() == nil
+}
+
+// sleepUnlock parks the calling consumer as the sleeper, releasing b.mu,
+// and returns the delivery that wakes it.
+func (b *Buffer[T]) sleepUnlock() delivery[T] {
+	b.sleep.arm()
+	b.mu.Unlock()
+	return b.sleep.sleep()
 }
 
 // receive parks the calling consumer on an empty Buffer until a push hands
@@ -462,6 +516,9 @@ func (b *Buffer[T]) receive(ctx context.Context) (T, error) {
 		b.mu.Unlock()
 		var zero T
 		return zero, ErrClosed
+	}
+	if b.canSleep(ctx) {
+		return b.sleepUnlock().result()
 	}
 	if b.cons.ch == nil {
 		b.cons.ch = make(chan delivery[T], 1)

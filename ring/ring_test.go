@@ -470,7 +470,7 @@ func TestCancelAfterClaim(t *testing.T) {
 			done := start(ctx, b, c)
 			blocked(done)
 			b.mu.Lock()
-			k, ch := b.claim(1) // what a push does before it sends
+			k, _, ch := b.claim(1) // what a push does before it sends
 			b.mu.Unlock()
 			if k != 1 {
 				t.Fatal("no parked consumer to claim")
