@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -433,36 +434,61 @@ func TestOverloadShedsWithRetryAfter(t *testing.T) {
 	defer close(release)
 	// One message occupies the model; the rest queue behind it. Once the
 	// queue has stood for an interval, new messages are shed. Messages go
-	// out a quarter interval apart, wide enough that a reader goroutine
-	// late by a few milliseconds under a loaded -race run does not make
-	// the server see the queue as older than it is.
+	// out a quarter interval apart; each client's first frame back is read
+	// as it comes, so that the time a shed reached its client bounds from
+	// above the time the server decided it.
 	clients := make([]*client, 40)
 	for i := range clients {
 		clients[i], _ = e.hello(t, "")
 	}
-	for _, c := range clients {
+	type answer struct {
+		client int
+		at     time.Time
+		data   []byte
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	answers := make(chan answer, len(clients))
+	var readers sync.WaitGroup
+	var first time.Time
+	for i, c := range clients {
+		if i == 0 {
+			first = time.Now()
+		}
 		c.text("m1", "queue me")
+		readers.Go(func() {
+			if _, data, err := c.conn.Read(ctx); err == nil { // cancel closes c, which is fine
+				answers <- answer{i, time.Now(), data}
+			}
+		})
 		time.Sleep(interval / 4)
 	}
-	var shed []int
-	for i, c := range clients {
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		_, data, err := c.conn.Read(ctx) // a timeout here closes c, which is fine
-		cancel()
-		if err != nil {
-			continue // still queued
-		}
+	time.Sleep(interval) // for the last sheds to arrive
+	cancel()
+	readers.Wait()
+	close(answers)
+	var shed []answer
+	for a := range answers {
 		var f Frame
-		if err := json.Unmarshal(data, &f); err != nil {
+		if err := json.Unmarshal(a.data, &f); err != nil {
 			t.Fatal(err)
 		}
 		if lo := interval.Milliseconds(); f.Type != typeError || f.Code != codeOverloaded || f.RetryAfterMS < lo || f.RetryAfterMS > 2*lo || f.ID != "m1" {
-			t.Errorf("client %d got %+v, want overloaded for m1 with retry_after_ms in [%d, %d]", i, f, lo, 2*lo)
+			t.Errorf("client %d got %+v, want overloaded for m1 with retry_after_ms in [%d, %d]", a.client, f, lo, 2*lo)
 		}
-		shed = append(shed, i)
+		shed = append(shed, a)
 	}
-	if len(shed) == 0 || shed[0] < 3 {
-		t.Errorf("shed clients %v, want some shed, and not before the queue stood for an interval", shed)
+	if len(shed) == 0 {
+		t.Fatal("no client was shed")
+	}
+	// Nothing may be shed before the queue has stood for an interval. The
+	// queue began no earlier than the first message was sent, and a shed
+	// was decided no later than its client saw it; a loaded machine can
+	// only delay messages, never bring a shed earlier. Clients 0 (to the
+	// model) and 1 (an empty queue) are never shed, whatever the timing.
+	earliest := slices.MinFunc(shed, func(a, b answer) int { return a.at.Compare(b.at) })
+	if since := earliest.at.Sub(first); since < interval || earliest.client < 2 {
+		t.Errorf("client %d was shed %v after the first message, want no shed before an interval (%v), and never client 0 or 1",
+			earliest.client, since, interval)
 	}
 }
 
@@ -480,6 +506,13 @@ func TestAdmitBackstopRefusesAFlood(t *testing.T) {
 	s.inFlight.Store(int64(s.cfg.Batch.MaxInFlight)) // every call slot busy
 	defer s.queued.Store(0)
 	defer s.inFlight.Store(0)
+	// Busy for less than the window, the slots' rate is demand, not
+	// capacity: only the time since the last dispatch counts.
+	s.busySince.Store(now.Add(-rateSpan + 1).UnixNano())
+	if got := s.expectedWait(now); got != 0 {
+		t.Errorf("expectedWait with the slots busy for less than the rate's window = %v, want the last dispatch's wait (0)", got)
+	}
+	s.busySince.Store(now.Add(-rateSpan).UnixNano())
 	if got := s.expectedWait(now); got != 300*time.Millisecond {
 		t.Errorf("expectedWait with 300 queued at 1000/s = %v, want 300ms", got)
 	}
@@ -497,6 +530,33 @@ func TestAdmitBackstopRefusesAFlood(t *testing.T) {
 	s.inFlight.Store(0)
 	if got := s.expectedWait(now); got != 0 {
 		t.Errorf("expectedWait with a free slot = %v, want the last dispatch's wait (0)", got)
+	}
+}
+
+// TestAdmitQuietServer is a server whose one call slot has just been taken
+// after a quiet second: one prompt waits. The one dispatch of the last
+// second says nothing about how fast the model is, so the prompt is
+// admitted; it is refused once the model has been stuck for an interval.
+func TestAdmitQuietServer(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.Batch.MaxInFlight = 1
+		c.AdmitTarget, c.AdmitInterval = time.Millisecond, 60*time.Millisecond
+	})
+	s := e.srv
+	now := time.Unix(1e6, 0)
+	start := now.Add(-time.Millisecond) // the slot's call
+	s.dispatched.add(1, start.Add(-rateSlot))
+	s.lastDispatch.Store(start.UnixNano())
+	s.callStarted(start)
+	defer s.callEnded()
+	s.queued.Store(1)
+	defer s.queued.Store(0)
+	if err := s.admit("k", now); err != nil {
+		t.Errorf("admit with one prompt waiting 1ms behind a busy slot = %v, want nil", err)
+	}
+	err := s.admit("k", now.Add(61*time.Millisecond))
+	if re, ok := errors.AsType[*requestError](err); !ok || re.code != codeOverloaded {
+		t.Errorf("admit with the model stuck for 61ms = %v, want overloaded", err)
 	}
 }
 
