@@ -57,9 +57,9 @@ func (s *Server) submit(req *modelReq) error {
 // runBatch is the batcher's batch function: one guarded model call for a
 // batch of prompts.
 func (s *Server) runBatch(ctx context.Context, reqs []*modelReq) ([]answer, error) {
+	s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
 	now := time.Now()
-	s.callStarted(now)
-	defer s.callEnded()
 	prompts := make([][]Message, len(reqs))
 	for i, r := range reqs {
 		prompts[i] = r.prompt
@@ -96,22 +96,4 @@ func (s *Server) runBatch(ctx context.Context, reqs []*modelReq) ([]answer, erro
 // sample reports whether this turn's full prompt should be logged.
 func (s *Server) sample() bool {
 	return s.turns.Add(1)%uint64(s.cfg.PromptSample) == 0
-}
-
-// callStarted counts a model call in flight, and notes when the last free
-// call slot was taken.
-func (s *Server) callStarted(now time.Time) {
-	if s.inFlight.Add(1) == int64(s.cfg.Batch.MaxInFlight) {
-		s.busySince.CompareAndSwap(0, now.UnixNano())
-	}
-}
-
-// callEnded counts a model call done, and clears busySince when it frees a
-// slot of a full set. A race with callStarted can leave busySince clear
-// while every slot is busy: expectedWait then trusts the dispatch rate
-// later, never earlier.
-func (s *Server) callEnded() {
-	if s.inFlight.Add(-1) == int64(s.cfg.Batch.MaxInFlight)-1 {
-		s.busySince.Store(0)
-	}
 }

@@ -16,9 +16,6 @@ type rateMeter struct {
 const (
 	rateSlot    = 250 * time.Millisecond
 	rateBuckets = 5 // the newest, partial slot plus one second of full slots
-
-	// rateSpan is how far back the items that rate counts can lie.
-	rateSpan = rateBuckets * rateSlot
 )
 
 // add records n items passing at now.

@@ -181,7 +181,6 @@ type Server struct {
 	lastDispatch atomic.Int64
 	dispatched   rateMeter     // prompts dispatched per second
 	inFlight     atomic.Int64  // model calls under way
-	busySince    atomic.Int64  // when (Unix ns) every call slot became busy; 0 while one is free
 	turns        atomic.Uint64 // turns answered, for log sampling
 
 	mu       sync.Mutex

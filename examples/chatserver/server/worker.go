@@ -476,11 +476,8 @@ func (s *Server) shedOverloaded(msg string, base time.Duration) error {
 // detector any standing queue is gone), otherwise the wait of the last
 // prompt dispatched. While every model call slot is busy, the queue waits
 // for capacity, and the estimate is also at least the time since the last
-// dispatch (the model is stuck while work piles up) and, once the slots
-// have been busy for the whole of the dispatch rate's window, the queue's
-// length over that rate (a flood just arrived). Before that the rate counts
-// demand rather than what the model can take, and on a quiet server would
-// make one queued prompt look like a wait of seconds.
+// dispatch (the model is stuck while work piles up) and the queue's length
+// over the recent dispatch rate (a flood just arrived).
 func (s *Server) expectedWait(now time.Time) time.Duration {
 	q := s.queued.Load()
 	if q <= 0 {
@@ -491,9 +488,6 @@ func (s *Server) expectedWait(now time.Time) time.Duration {
 		return wait // a free slot takes the queue at once
 	}
 	wait = max(wait, time.Duration(now.UnixNano()-s.lastDispatch.Load()))
-	if since := s.busySince.Load(); since == 0 || now.UnixNano()-since < int64(rateSpan) {
-		return wait
-	}
 	if r := s.dispatched.rate(now); r > 0 {
 		wait = max(wait, time.Duration(float64(q)/r*float64(time.Second)))
 	}
