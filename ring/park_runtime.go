@@ -1,4 +1,4 @@
-//go:build go1.26 && !go1.27 && !race && !parley_chanpark
+//go:build gc && go1.26 && !go1.27 && !race && !parley_chanpark
 
 package ring
 

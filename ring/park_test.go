@@ -57,6 +57,13 @@ func TestParkedConsumerPlaces(t *testing.T) {
 		if got != 1 {
 			t.Fatalf("%d consumers returned after one push, want 1", got)
 		}
+		// The sleeper, once woken, is free for the next consumer.
+		calls = append(calls, start(context.Background(), b, pop))
+		blocked(calls[len(calls)-1])
+		if b.mu.Lock(); b.sleep.parked != sleeperAvailable {
+			t.Errorf("a consumer parking after the sleeper woke: sleeper %t, want %t", b.sleep.parked, sleeperAvailable)
+		}
+		b.mu.Unlock()
 		b.Close()
 		for i, ch := range calls {
 			if ch == nil {
@@ -69,11 +76,32 @@ func TestParkedConsumerPlaces(t *testing.T) {
 	})
 }
 
+// TestPopBatchSleeps checks that a lone PopBatch whose ctx can never be
+// done parks as the sleeper too, and gets the burst behind the first item.
+func TestPopBatchSleeps(t *testing.T) {
+	synctestRun(t, "PopBatch", func(t *testing.T) {
+		b := New[int](4)
+		done := start(context.Background(), b, popBatch(2))
+		blocked(done)
+		if b.mu.Lock(); b.sleep.parked != sleeperAvailable {
+			t.Errorf("a parked PopBatch: sleeper %t, want %t", b.sleep.parked, sleeperAvailable)
+		}
+		b.mu.Unlock()
+		if n, err := b.PushBatch(context.Background(), []int{1, 2}); n != 2 || err != nil {
+			t.Fatalf("PushBatch = %d, %v", n, err)
+		}
+		if r := <-done; r.v != 1 || r.n != 2 || r.err != nil {
+			t.Errorf("PopBatch = %+v, want items 1 and 2", r)
+		}
+	})
+}
+
 // TestSleeperWaitReason checks the wait reason park_runtime.go passes to
 // the runtime, a number that is not part of the runtime's promise: a
 // consumer parked as the sleeper must show in a goroutine dump as a
 // sync.Cond waiter, which is also what makes testing/synctest count it as
-// durably blocked.
+// durably blocked. (The trace reason beside it, traceBlockCondWait, was
+// checked by hand in an execution trace; no test reads it.)
 func TestSleeperWaitReason(t *testing.T) {
 	if !sleeperAvailable {
 		t.Skip(noSleeper)

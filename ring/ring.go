@@ -9,11 +9,13 @@
 // length of its slice) under one lock acquisition; that is where a Buffer
 // gains most over a channel.
 //
-// A consumer that waits with a context that can never be done (such as
-// context.Background()) parks its goroutine directly with the Go runtime's
-// scheduler, which makes a single hand-off cheaper than a channel's (see
-// park_runtime.go); one with a cancellable context parks on a channel.
-// Build with the tag parley_chanpark to park every consumer on a channel.
+// One consumer at a time that waits with a context that can never be done
+// (such as context.Background()) parks its goroutine directly with the Go
+// runtime's scheduler, which makes a single hand-off cheaper than a
+// channel's; any other parks on a channel. This takes the gc toolchain's Go
+// 1.26 without the race detector (see park_runtime.go); build with the tag
+// parley_chanpark to park every consumer on a channel. A push hands its item
+// to that consumer before any parked on the channel.
 //
 // A Buffer keeps no timestamps. To feed a queueing-delay detector (such as a
 // CoDel detector), stamp each item when it is pushed and subtract that stamp
