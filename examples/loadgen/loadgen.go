@@ -252,7 +252,8 @@ type runner struct {
 	text      []byte // cfg.Text as a JSON string
 	start     time.Time
 	transport *http.Transport
-	client    *http.Client
+	client    *http.Client // for the server's metrics
+	wsClient  *http.Client // for the sessions' handshakes
 	sessions  []session
 
 	connected, opened                     atomic.Int64
@@ -268,8 +269,9 @@ type runner struct {
 
 func newRunner(cfg Config) *runner {
 	text, _ := json.Marshal(cfg.Text) // a string always marshals
+	dialer := net.Dialer{Timeout: cfg.Timeout}
 	transport := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: cfg.Timeout}).DialContext,
+		DialContext:         dialer.DialContext,
 		TLSHandshakeTimeout: cfg.Timeout,
 		MaxIdleConnsPerHost: 1,
 	}
@@ -280,6 +282,7 @@ func newRunner(cfg Config) *runner {
 		start:     time.Now(),
 		transport: transport,
 		client:    &http.Client{Transport: transport},
+		wsClient:  &http.Client{Transport: &upgrader{dialer: dialer, next: transport}},
 		sessions:  make([]session, cfg.Sessions),
 	}
 	r.rss.init()
@@ -429,7 +432,7 @@ func (s *session) dial(ctx context.Context) (*websocket.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.r.cfg.Timeout)
 	defer cancel()
 	conn, _, err := websocket.Dial(ctx, s.r.cfg.URL, &websocket.DialOptions{
-		HTTPClient:   s.r.client,
+		HTTPClient:   s.r.wsClient,
 		Subprotocols: []string{subprotocol},
 	})
 	if err != nil {
