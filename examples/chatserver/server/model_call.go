@@ -67,13 +67,13 @@ func (s *Server) runBatch(ctx context.Context, reqs []*modelReq) ([]answer, erro
 	}
 	s.headWait.Store(int64(now.Sub(reqs[len(reqs)-1].arrival)))
 	s.lastDispatch.Store(now.UnixNano())
-	s.dispatched.add(len(reqs), now)
 	s.queued.Add(-int64(len(reqs)))
 	s.metrics.batchSize.Observe(float64(len(reqs)))
 
 	res, err := s.guard.Call(ctx, func(ctx context.Context) ([]Completion, error) {
 		return s.cfg.Model.Complete(ctx, prompts)
 	})
+	s.noteCallTime(time.Since(now))
 	if err == nil && !res.Fallback && len(res.Value) != len(reqs) {
 		err = fmt.Errorf("server: model returned %d completions for %d prompts", len(res.Value), len(reqs))
 	}

@@ -173,13 +173,14 @@ type Server struct {
 	mux      *http.ServeMux
 
 	// queued counts turns handed to the batcher and not yet dispatched;
-	// headWait is the queueing delay (ns) of the last dispatched turn and
-	// lastDispatch when (Unix ns) it was dispatched. Together they estimate
-	// the current queueing delay for admission.
+	// headWait is the queueing delay (ns) of the last dispatched turn,
+	// lastDispatch when (Unix ns) it was dispatched, and callTime the
+	// recent mean duration (ns) of a model call (0 until one returns).
+	// Together they estimate the current queueing delay for admission.
 	queued       atomic.Int64
 	headWait     atomic.Int64
 	lastDispatch atomic.Int64
-	dispatched   rateMeter     // prompts dispatched per second
+	callTime     atomic.Int64
 	inFlight     atomic.Int64  // model calls under way
 	turns        atomic.Uint64 // turns answered, for log sampling
 

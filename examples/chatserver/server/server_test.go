@@ -449,13 +449,6 @@ func TestOverloadShedsWithRetryAfter(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	answers := make(chan answer, len(clients))
 	var readers sync.WaitGroup
-	// The admission backstop estimates a queue's wait from the dispatches
-	// of the last second's full rate slots; with the model's first call as
-	// the only one, a later slot would read one queued prompt as a wait of
-	// a second and shed it at once. Starting just after a slot boundary
-	// keeps that first call out of the full slots until the model has been
-	// stuck for 250 ms, over an interval, when shedding is due anyway.
-	time.Sleep(time.Until(time.Now().Truncate(rateSlot).Add(rateSlot + time.Millisecond)))
 	var first time.Time
 	for i, c := range clients {
 		if i == 0 {
@@ -499,20 +492,29 @@ func TestOverloadShedsWithRetryAfter(t *testing.T) {
 	}
 }
 
-func TestAdmitBackstopRefusesAFlood(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.AdmitTarget, c.AdmitInterval = 100*time.Millisecond, 500*time.Millisecond })
+// busyServer is a server for admission tests (target 100 ms, interval
+// 500 ms) whose model has slots call slots of size prompts, all busy, with
+// the last dispatch at dispatched and queued prompts waiting.
+func busyServer(t *testing.T, slots, size int, dispatched time.Time, queued int64) *Server {
+	e := newEnv(t, func(c *Config) {
+		c.AdmitTarget, c.AdmitInterval = 100*time.Millisecond, 500*time.Millisecond
+		c.Batch.MaxInFlight, c.Batch.MaxSize = slots, size
+	})
 	s := e.srv
-	now := time.Unix(1e6, 0) // on a slot boundary of the rate meter
-	// The model has been taking 1000 prompts a second; 300 wait (0.3 s):
-	// admitted. Then a flood makes it 1000 (1 s, over target + interval).
-	for i := range 8 {
-		s.dispatched.add(125, now.Add(-time.Second+time.Duration(i)*125*time.Millisecond))
-	}
-	s.lastDispatch.Store(now.UnixNano())
-	s.queued.Store(300)
-	s.inFlight.Store(int64(s.cfg.Batch.MaxInFlight)) // every call slot busy
-	defer s.queued.Store(0)
-	defer s.inFlight.Store(0)
+	s.lastDispatch.Store(dispatched.UnixNano())
+	s.queued.Store(queued)
+	s.inFlight.Store(int64(slots))
+	t.Cleanup(func() { s.queued.Store(0); s.inFlight.Store(0) })
+	return s
+}
+
+func TestAdmitBackstopRefusesAFlood(t *testing.T) {
+	now := time.Now()
+	// Four slots of ten prompts, calls of 40 ms: the model takes 1000
+	// prompts a second. 300 wait (0.3 s): admitted. Then a flood makes it
+	// 1000 (1 s, over target + interval).
+	s := busyServer(t, 4, 10, now, 300)
+	s.callTime.Store(int64(40 * time.Millisecond))
 	if got := s.expectedWait(now); got != 300*time.Millisecond {
 		t.Errorf("expectedWait with 300 queued at 1000/s = %v, want 300ms", got)
 	}
@@ -525,11 +527,85 @@ func TestAdmitBackstopRefusesAFlood(t *testing.T) {
 	if !ok || re.code != codeOverloaded || re.retryAfter < 500*time.Millisecond || re.retryAfter >= time.Second {
 		t.Errorf("admit with a 1 s queue = %v, want overloaded with retry-after in [0.5s, 1s)", err)
 	}
+	// A part-filled batch waits a whole slot: 1001 prompts need 101 calls.
+	s.queued.Store(1001)
+	if got := s.expectedWait(now); got != 1010*time.Millisecond {
+		t.Errorf("expectedWait with 1001 queued = %v, want 1.01s", got)
+	}
 	// With a call slot free, the queue goes to the model at once,
-	// whatever the recent rate says.
+	// whatever the calls take.
 	s.inFlight.Store(0)
 	if got := s.expectedWait(now); got != 0 {
 		t.Errorf("expectedWait with a free slot = %v, want the last dispatch's wait (0)", got)
+	}
+}
+
+// TestAdmitQuietServer: on a server that has been quiet, one prompt queued
+// behind a busy call slot waits for that call, not for the second or so
+// the recent dispatch count (one prompt) would suggest, and is admitted;
+// a model stuck for longer than the interval is still seen as stuck.
+func TestAdmitQuietServer(t *testing.T) {
+	now := time.Now()
+	s := busyServer(t, 1, 4, now.Add(-50*time.Millisecond), 1)
+	s.noteCallTime(200 * time.Millisecond) // the one call so far
+	if got := s.expectedWait(now); got != 200*time.Millisecond {
+		t.Errorf("expectedWait of one prompt behind a 200 ms call = %v, want 200ms", got)
+	}
+	if err := s.admit("k", now); err != nil {
+		t.Errorf("admit on a quiet server = %v, want nil", err)
+	}
+	later := now.Add(time.Second) // no dispatch for 1.05 s
+	if got := s.expectedWait(later); got != 1050*time.Millisecond {
+		t.Errorf("expectedWait with the model stuck for 1.05 s = %v, want 1.05s", got)
+	}
+	if err := s.admit("k", later); err == nil {
+		t.Error("admit with the model stuck for over an interval = nil, want overloaded")
+	}
+}
+
+// TestQuietServerQueuesBehindABusyCall: on a server that has made one model
+// call, messages that queue behind it (one call slot) are answered, not
+// shed. Counting recent dispatches instead of timing the model's calls,
+// once a 250 ms slot boundary had passed, read one prompt waiting ahead of
+// a message as a second's wait and refused the message.
+func TestQuietServerQueuesBehindABusyCall(t *testing.T) {
+	model := newSim(t, SimConfig{Latency: 300 * time.Millisecond, Seed: 1}) // sigma 0: every call 300 ms
+	e := newEnvWith(t, &ctxstore.Memory{}, model, func(c *Config) {
+		c.Batch.MaxInFlight, c.Batch.MaxSize = 1, 1
+		c.AdmitTarget, c.AdmitInterval = 100*time.Millisecond, 500*time.Millisecond
+	})
+	var clients [3]*client
+	for i := range clients {
+		clients[i], _ = e.hello(t, "")
+	}
+	clients[0].text("m1", "first in")
+	// The others arrive while the first call runs, or (on a slow machine)
+	// later; either way each waits at most a call or two.
+	time.Sleep(260 * time.Millisecond)
+	clients[1].text("m1", "right behind")
+	clients[2].text("m1", "behind that")
+	for i, c := range clients {
+		if f := c.read(); f.Type != typeReply {
+			t.Errorf("client %d: %+v, want a reply", i, f)
+		}
+	}
+}
+
+func TestNoteCallTime(t *testing.T) {
+	var s Server
+	s.noteCallTime(160 * time.Millisecond)
+	if got := time.Duration(s.callTime.Load()); got != 160*time.Millisecond {
+		t.Fatalf("after one call: %v, want 160ms", got)
+	}
+	for range 200 {
+		s.noteCallTime(320 * time.Millisecond)
+	}
+	if got := time.Duration(s.callTime.Load()); got < 319*time.Millisecond || got > 320*time.Millisecond {
+		t.Errorf("after 200 calls of 320 ms: %v, want about 320ms", got)
+	}
+	s.noteCallTime(320*time.Millisecond + 16*time.Millisecond*10) // one slow call moves it a sixteenth of the way
+	if got := time.Duration(s.callTime.Load()); got < 329*time.Millisecond || got > 330*time.Millisecond {
+		t.Errorf("after one call of 480 ms: %v, want about 330ms", got)
 	}
 }
 

@@ -476,22 +476,47 @@ func (s *Server) shedOverloaded(msg string, base time.Duration) error {
 // detector any standing queue is gone), otherwise the wait of the last
 // prompt dispatched. While every model call slot is busy, the queue waits
 // for capacity, and the estimate is also at least the time since the last
-// dispatch (the model is stuck while work piles up) and the queue's length
-// over the recent dispatch rate (a flood just arrived).
+// dispatch (the model is stuck while work piles up) and the time the
+// model's calls take to work through the queue (a flood just arrived):
+// with every slot busy, a slot comes free every callTime / MaxInFlight on
+// average and takes up to MaxSize prompts.
+//
+// That last term is the model's capacity, measured from how long its calls
+// take, not from how many prompts went out lately: on a quiet server the
+// recent dispatches count the demand, and one prompt queued behind a busy
+// slot would read as a wait of a second.
 func (s *Server) expectedWait(now time.Time) time.Duration {
 	q := s.queued.Load()
 	if q <= 0 {
 		return 0
 	}
 	wait := time.Duration(s.headWait.Load())
-	if s.inFlight.Load() < int64(s.cfg.Batch.MaxInFlight) {
+	slots := int64(s.cfg.Batch.MaxInFlight)
+	if s.inFlight.Load() < slots {
 		return wait // a free slot takes the queue at once
 	}
 	wait = max(wait, time.Duration(now.UnixNano()-s.lastDispatch.Load()))
-	if r := s.dispatched.rate(now); r > 0 {
-		wait = max(wait, time.Duration(float64(q)/r*float64(time.Second)))
+	if call := s.callTime.Load(); call > 0 {
+		size := int64(s.cfg.Batch.MaxSize)
+		rounds := (q + size - 1) / size
+		wait = max(wait, time.Duration(rounds*call/slots))
 	}
 	return wait
+}
+
+// noteCallTime folds the duration of a model call, from dispatch to
+// answer, into callTime: a moving average over about the last 16 calls.
+func (s *Server) noteCallTime(d time.Duration) {
+	for {
+		old := s.callTime.Load()
+		next := int64(d)
+		if old > 0 {
+			next = old + (int64(d)-old)/16
+		}
+		if s.callTime.CompareAndSwap(old, max(next, 1)) {
+			return
+		}
+	}
 }
 
 // jitter spreads a retry-after hint over [d, 2d), so that clients shed
