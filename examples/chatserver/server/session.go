@@ -123,7 +123,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server: tenant and session must be 1-64 letters, digits, '-' or '_'", http.StatusBadRequest)
 		return
 	}
-	conn, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}})
+	conn, err := websocket.Accept(&upgradeWriter{ResponseWriter: w}, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}})
 	if err != nil {
 		return // Accept has answered the client
 	}
