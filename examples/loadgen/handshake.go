@@ -69,9 +69,18 @@ func exchange(conn net.Conn, req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	br := bufio.NewReaderSize(conn, handshakeBuffer)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		return nil, err
+	var resp *http.Response
+	for {
+		r, err := http.ReadResponse(br, req)
+		if err != nil {
+			return nil, err
+		}
+		// Informational responses (100 Continue, 103 Early Hints) come
+		// before the answer, as http.Transport knows; 101 is the answer.
+		if r.StatusCode < 100 || r.StatusCode >= 200 || r.StatusCode == http.StatusSwitchingProtocols {
+			resp = r
+			break
+		}
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		resp.Body = &upgradedConn{Conn: conn, br: br}

@@ -57,6 +57,27 @@ func dialWith(ctx context.Context, url string) (*websocket.Conn, error) {
 	return conn, err
 }
 
+// switchingResponse is the 101 answer to a chat protocol handshake req.
+func switchingResponse(req *http.Request) string {
+	return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Accept: " + acceptKey(req.Header.Get("Sec-WebSocket-Key")) + "\r\n" +
+		"Sec-WebSocket-Protocol: " + subprotocol + "\r\n\r\n"
+}
+
+// mustDial dials url through the upgrader; the connection is closed when
+// the test ends.
+func mustDial(t *testing.T, url string) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	conn, err := dialWith(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseNow() })
+	return conn
+}
+
 // TestUpgraderKeepsBufferedFrame: a server that sends its first frame in
 // the same write as the 101 response (the chat server's hello follows the
 // handshake at once) must not lose the frame's bytes, which the
@@ -64,23 +85,16 @@ func dialWith(ctx context.Context, url string) (*websocket.Conn, error) {
 func TestUpgraderKeepsBufferedFrame(t *testing.T) {
 	const msg = `{"type":"hello","session":"s1"}`
 	url, _ := rawServer(t, func(conn net.Conn, req *http.Request) {
-		resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-			"Sec-WebSocket-Accept: " + acceptKey(req.Header.Get("Sec-WebSocket-Key")) + "\r\n" +
-			"Sec-WebSocket-Protocol: " + subprotocol + "\r\n\r\n"
 		frame := append([]byte{0x81, byte(len(msg))}, msg...) // FIN, text, unmasked
-		if _, err := conn.Write(append([]byte(resp), frame...)); err != nil {
+		if _, err := conn.Write(append([]byte(switchingResponse(req)), frame...)); err != nil {
 			t.Errorf("writing: %v", err)
 			return
 		}
 		io.Copy(io.Discard, conn) // until the client closes
 	})
+	conn := mustDial(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	conn, err := dialWith(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseNow()
 	typ, data, err := conn.Read(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -88,6 +102,17 @@ func TestUpgraderKeepsBufferedFrame(t *testing.T) {
 	if typ != websocket.MessageText || string(data) != msg {
 		t.Fatalf("first frame = %v %q, want text %q", typ, data, msg)
 	}
+}
+
+// TestUpgraderSkipsInformational: a 103 Early Hints before the 101 does not
+// end the handshake.
+func TestUpgraderSkipsInformational(t *testing.T) {
+	url, _ := rawServer(t, func(conn net.Conn, req *http.Request) {
+		io.WriteString(conn, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+		io.WriteString(conn, switchingResponse(req))
+		io.Copy(io.Discard, conn) // until the client closes
+	})
+	mustDial(t, url)
 }
 
 // TestUpgraderRefused: a server that answers the handshake with an error

@@ -22,9 +22,14 @@ const connBufferSize = 512
 //     (the server's hello) in one write. net/http would write it by itself
 //     during Hijack: a system call of its own on the server, and a wake-up
 //     and a read of its own on the client, for every connection.
+//
+// A handler whose work between the handshake and its first frame may
+// block (on a store, say) calls [upgradeWriter.flush] first, so that the
+// client is not kept waiting for the 101.
 type upgradeWriter struct {
 	http.ResponseWriter
-	switching bool // WriteHeader(101) was held back for Hijack
+	switching bool          // WriteHeader(101) was held back for Hijack
+	bw        *bufio.Writer // the connection's writer, once hijacked
 }
 
 // WriteHeader holds back a 101 for Hijack to write; other statuses go to
@@ -37,10 +42,10 @@ func (w *upgradeWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-// Hijack hijacks the underlying connection, swaps in small buffers (unless
-// the client has already sent bytes that net/http buffered, which must not
-// be lost) and puts a held-back 101 response in the write buffer, where the
-// first frame's flush sends it.
+// Hijack hijacks the underlying connection, swaps in a small writer and a
+// small reader (the reader unless the client has already sent bytes that
+// net/http buffered, which must not be lost) and puts a held-back 101
+// response in the writer's buffer, where the first frame's flush sends it.
 func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
@@ -52,12 +57,26 @@ func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	bw := bufio.NewWriterSize(conn, connBufferSize)
 	if w.switching {
-		// net/http wrote nothing: the status line and headers are ours.
+		// net/http wrote nothing: the status line and headers are ours,
+		// less those a 1xx response must not carry (as net/http does).
 		bw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
-		w.Header().Write(bw)
+		w.Header().WriteSubset(bw, noInformationalHeaders)
 		bw.WriteString("\r\n")
 	}
+	w.bw = bw
 	return conn, bufio.NewReadWriter(r, bw), nil
+}
+
+// noInformationalHeaders are the headers left out of a 101 response.
+var noInformationalHeaders = map[string]bool{"Content-Length": true, "Transfer-Encoding": true, "Trailer": true}
+
+// flush sends a held-back 101 response now, before the first frame. The
+// connection must be hijacked and not yet in use.
+func (w *upgradeWriter) flush() error {
+	if w.bw == nil {
+		return nil
+	}
+	return w.bw.Flush()
 }
 
 // Unwrap gives http.ResponseController the underlying ResponseWriter.

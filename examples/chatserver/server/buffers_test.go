@@ -46,11 +46,10 @@ func (c *recordingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// serveRecorded serves e's server on a second listener that records the
-// first write of each connection, and returns the listener and its ws://
-// URL.
-func serveRecorded(t *testing.T, e *testEnv) (*recordingListener, string) {
-	hs := httptest.NewUnstartedServer(e.srv.Handler())
+// serveRecorded serves h on a listener that records the first write of
+// each connection, and returns the listener and its ws:// URL.
+func serveRecorded(t *testing.T, h http.Handler) (*recordingListener, string) {
+	hs := httptest.NewUnstartedServer(h)
 	rec := &recordingListener{Listener: hs.Listener}
 	hs.Listener = rec
 	hs.Start()
@@ -61,16 +60,7 @@ func serveRecorded(t *testing.T, e *testEnv) (*recordingListener, string) {
 // TestHandshakeWritesOnce: the 101 response and the hello frame leave the
 // server in one write.
 func TestHandshakeWritesOnce(t *testing.T) {
-	e := newEnv(t, nil)
-	rec, url := serveRecorded(t, e)
-	e.url = url
-	e.hello(t, "")
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	if len(rec.firsts) != 1 {
-		t.Fatalf("%d connections recorded, want 1", len(rec.firsts))
-	}
-	first := string(rec.firsts[0])
+	first := firstWrite(t, nil)
 	if !strings.HasPrefix(first, "HTTP/1.1 101 Switching Protocols\r\n") || !strings.Contains(first, `"type":"hello"`) {
 		t.Errorf("first write = %q, want the 101 response and the hello frame", first)
 	}
@@ -78,6 +68,46 @@ func TestHandshakeWritesOnce(t *testing.T) {
 		if !strings.Contains(first, h) {
 			t.Errorf("101 response lacks %q: %q", h, first)
 		}
+	}
+}
+
+// firstWrite opens a session on a server whose handler is wrapped by wrap
+// (when not nil) and returns the server's first write on the connection.
+func firstWrite(t *testing.T, wrap func(http.Handler) http.Handler) string {
+	e := newEnv(t, nil)
+	h := e.srv.Handler()
+	if wrap != nil {
+		h = wrap(h)
+	}
+	rec, url := serveRecorded(t, h)
+	e.url = url
+	e.hello(t, "")
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.firsts) != 1 {
+		t.Fatalf("%d connections recorded, want 1", len(rec.firsts))
+	}
+	return string(rec.firsts[0])
+}
+
+// TestHandshake101LeavesOutBodyHeaders: headers a 1xx response must not
+// carry stay out of the 101 even when a middleware has set them.
+func TestHandshake101LeavesOutBodyHeaders(t *testing.T) {
+	first := firstWrite(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "0")
+			w.Header().Set("Transfer-Encoding", "chunked")
+			w.Header().Set("X-Request-Id", "r1")
+			h.ServeHTTP(w, r)
+		})
+	})
+	head, _, _ := strings.Cut(first, "\r\n\r\n")
+	head += "\r\n"
+	if strings.Contains(head, "Content-Length") || strings.Contains(head, "Transfer-Encoding") {
+		t.Errorf("101 response carries body headers: %q", head)
+	}
+	if !strings.Contains(head, "X-Request-Id: r1\r\n") {
+		t.Errorf("101 response lost the middleware's other header: %q", head)
 	}
 }
 
@@ -173,5 +203,25 @@ func TestHandshakeRefusalPassesThrough(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("status %s, want 400", resp.Status)
+	}
+}
+
+// TestResumeHandshakeDoesNotWaitForTheStore: a client resuming a session
+// completes its handshake while the server is still reading the session
+// from the store; only the hello waits for it.
+func TestResumeHandshakeDoesNotWaitForTheStore(t *testing.T) {
+	cold := newGatedCold()
+	e := newEnvWith(t, cold, newSim(t, SimConfig{Latency: 5 * time.Millisecond, Seed: 1}), nil)
+	conn, err := e.dialErr("session=abc") // its Load waits for release
+	if err != nil {
+		close(cold.release)
+		t.Fatalf("handshake while the store is busy: %v", err)
+	}
+	c := &client{t: t, conn: conn}
+	t.Cleanup(func() { conn.CloseNow() })
+	<-cold.loading
+	close(cold.release)
+	if f := c.read(); f.Type != typeHello || f.Resumed {
+		t.Errorf("first frame = %+v, want a hello for a new session", f)
 	}
 }

@@ -73,7 +73,11 @@ func (s *Server) runBatch(ctx context.Context, reqs []*modelReq) ([]answer, erro
 	res, err := s.guard.Call(ctx, func(ctx context.Context) ([]Completion, error) {
 		return s.cfg.Model.Complete(ctx, prompts)
 	})
-	s.noteCallTime(time.Since(now))
+	if err == nil && !res.Fallback {
+		// A fallback is instant and a failure may have waited through
+		// retries: neither says how fast the model works a queue.
+		s.noteCallTime(time.Since(now))
+	}
 	if err == nil && !res.Fallback && len(res.Value) != len(reqs) {
 		err = fmt.Errorf("server: model returned %d completions for %d prompts", len(res.Value), len(reqs))
 	}

@@ -607,6 +607,31 @@ func TestNoteCallTime(t *testing.T) {
 	if got := time.Duration(s.callTime.Load()); got < 329*time.Millisecond || got > 330*time.Millisecond {
 		t.Errorf("after one call of 480 ms: %v, want about 330ms", got)
 	}
+	// A straggler of 30 s counts as four times the average: 330 ms + 3 x
+	// 330 / 16.
+	s.noteCallTime(30 * time.Second)
+	if got := time.Duration(s.callTime.Load()); got < 391*time.Millisecond || got > 392*time.Millisecond {
+		t.Errorf("after a 30 s straggler: %v, want about 391.9ms", got)
+	}
+}
+
+// TestCallTimeIgnoresFallbacks: answers given by the fallback (the model
+// failing, or the breaker open) are instant and do not make the model look
+// faster to admission.
+func TestCallTimeIgnoresFallbacks(t *testing.T) {
+	e := newEnvWith(t, &ctxstore.Memory{}, failingModel{}, func(c *Config) {
+		c.Guard = backpressure.GuardConfig[[]Completion]{MaxAttempts: 1, TripAfter: 1, OpenFor: time.Hour}
+	})
+	e.srv.callTime.Store(int64(400 * time.Millisecond))
+	c, _ := e.hello(t, "")
+	for _, id := range []string{"m1", "m2", "m3"} { // failed, then refused by the open breaker
+		if f := c.ask(id, "anyone home"); !f.Fallback {
+			t.Fatalf("%s: %+v, want the fallback", id, f)
+		}
+	}
+	if got := time.Duration(e.srv.callTime.Load()); got != 400*time.Millisecond {
+		t.Errorf("callTime after three fallbacks = %v, want 400ms as before", got)
+	}
 }
 
 // failingModel always fails.

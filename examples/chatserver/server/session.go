@@ -123,9 +123,19 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server: tenant and session must be 1-64 letters, digits, '-' or '_'", http.StatusBadRequest)
 		return
 	}
-	conn, err := websocket.Accept(&upgradeWriter{ResponseWriter: w}, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}})
+	uw := &upgradeWriter{ResponseWriter: w}
+	conn, err := websocket.Accept(uw, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}})
 	if err != nil {
 		return // Accept has answered the client
+	}
+	if resume != "" {
+		// Resuming reads the store and may wait for another connection
+		// to let go of the session: the 101 goes out first. A new
+		// session opens at once, and the 101 leaves with the hello.
+		if err := uw.flush(); err != nil {
+			conn.CloseNow()
+			return
+		}
 	}
 	if conn.Subprotocol() != Subprotocol {
 		conn.Close(websocket.StatusProtocolError, "the "+Subprotocol+" subprotocol is required")

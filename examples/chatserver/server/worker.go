@@ -504,14 +504,18 @@ func (s *Server) expectedWait(now time.Time) time.Duration {
 	return wait
 }
 
-// noteCallTime folds the duration of a model call, from dispatch to
-// answer, into callTime: a moving average over about the last 16 calls.
+// noteCallTime folds the duration of a successful model call, from
+// dispatch to answer, into callTime: a moving average over about the last
+// 16 calls. One call counts as at most four times the average, so that a
+// single straggler does not make the queue look long for the next dozens
+// of calls (a model that is stuck shows in the time since the last
+// dispatch instead).
 func (s *Server) noteCallTime(d time.Duration) {
 	for {
 		old := s.callTime.Load()
 		next := int64(d)
 		if old > 0 {
-			next = old + (int64(d)-old)/16
+			next = old + (min(int64(d), 4*old)-old)/16
 		}
 		if s.callTime.CompareAndSwap(old, max(next, 1)) {
 			return
