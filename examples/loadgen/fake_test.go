@@ -37,13 +37,14 @@ type turnKey struct{ session, turn int }
 
 // fakeRule is what the fake does with one message instead of answering it.
 type fakeRule struct {
-	drop     bool   // never answer
-	dup      bool   // answer twice
-	cross    string // after the answer, also send a reply with this id, in which PREFIX and SELF stand for lg<tag> and the session
-	misroute bool   // send the answer to another session's connection
-	shed     int    // answer the first shed attempts with an overloaded error
-	fail     string // answer with an error frame of this code
-	hangup   bool   // close the connection instead of answering
+	drop     bool          // never answer
+	dup      bool          // answer twice
+	cross    string        // after the answer, also send a reply with this id, in which PREFIX and SELF stand for lg<tag> and the session
+	misroute bool          // send the answer to another session's connection
+	shed     int           // answer the first shed attempts with an overloaded error
+	fail     string        // answer with an error frame of this code
+	hangup   bool          // close the connection instead of answering
+	slow     time.Duration // wait this long (on top of delay) before answering
 }
 
 func newFakeServer(t *testing.T, f *fakeServer) *fakeServer {
@@ -159,7 +160,7 @@ func (f *fakeServer) handle(w http.ResponseWriter, r *http.Request) {
 		case rule.drop:
 			continue
 		}
-		time.Sleep(f.delay)
+		time.Sleep(f.delay + rule.slow)
 		answer := reply(m.ID, f.modelMS)
 		if rule.misroute {
 			f.sendToOther(s, answer)

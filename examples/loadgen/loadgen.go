@@ -43,6 +43,12 @@ type Config struct {
 	// Ramp spreads the sessions' starts evenly over this time; zero starts
 	// them all at once.
 	Ramp time.Duration
+	// Warmup leaves the turns sent in the first Warmup of the run out of
+	// the Summary's latency figures (P50, P99, OverheadP99 and the
+	// histograms), so that they describe the steady state after a ramp.
+	// Every turn is still verified and counted, and the time series keeps
+	// them all. Zero leaves none out.
+	Warmup time.Duration
 	// Timeout bounds the WebSocket handshake and the wait for each reply;
 	// a reply later than that counts as lost. Zero means 30 s.
 	Timeout time.Duration
@@ -103,7 +109,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Sessions < 0 || c.Turns < 0 || c.Retries < 0 {
 		return c, fmt.Errorf("%w: sessions, turns and retries must not be negative", ErrConfig)
 	}
-	if c.Think < 0 || c.Ramp < 0 || c.Timeout < 0 || c.Drain < 0 || c.Interval < 0 {
+	if c.Think < 0 || c.Ramp < 0 || c.Warmup < 0 || c.Timeout < 0 || c.Drain < 0 || c.Interval < 0 {
 		return c, fmt.Errorf("%w: durations must not be negative", ErrConfig)
 	}
 	c.Sessions = max(c.Sessions, 1)
@@ -168,6 +174,9 @@ type Summary struct {
 	Series       []Point  // one point per Interval
 	Latency      counts   // histogram of reply latency
 	Overhead     counts   // histogram of latency minus model_ms
+	// Warmup is Config.Warmup: P50, P99, OverheadP99, Latency and Overhead
+	// leave out the turns sent before it.
+	Warmup time.Duration
 }
 
 // Point is one interval of a run's time series.
@@ -258,7 +267,8 @@ type runner struct {
 
 	connected, opened                     atomic.Int64
 	turns, errs, shed, lost, dup, crossed atomic.Int64
-	latency, overhead                     histogram
+	latency, overhead                     histogram // every turn, for the time series
+	steadyLatency, steadyOverhead         histogram // turns sent after cfg.Warmup, when set
 	rss                                   rssReading
 	fileLimit                             atomic.Pointer[FileLimitError]
 
@@ -333,8 +343,13 @@ func (r *runner) summary() Summary {
 	if last > 0 {
 		s.TurnsPerSec = float64(s.Turns) / last.Seconds()
 	}
-	r.latency.snapshot(&s.Latency)
-	r.overhead.snapshot(&s.Overhead)
+	lat, over := &r.latency, &r.overhead
+	if r.cfg.Warmup > 0 {
+		lat, over = &r.steadyLatency, &r.steadyOverhead
+		s.Warmup = r.cfg.Warmup
+	}
+	lat.snapshot(&s.Latency)
+	over.snapshot(&s.Overhead)
 	s.P50, s.P99 = s.Latency.quantile(0.50), s.Latency.quantile(0.99)
 	s.OverheadP99 = s.Overhead.quantile(0.99)
 	r.mu.Lock()
@@ -533,8 +548,13 @@ func (s *session) await(ctx context.Context, sent time.Time) (retryAfter time.Du
 		s.deadline.Store(0)
 		if f.Type == typeReply {
 			latency := time.Since(sent)
+			overhead := latency - time.Duration(f.ModelMS*float64(time.Millisecond))
 			r.latency.record(latency)
-			r.overhead.record(latency - time.Duration(f.ModelMS*float64(time.Millisecond)))
+			r.overhead.record(overhead)
+			if w := r.cfg.Warmup; w > 0 && sent.Sub(r.start) >= w {
+				r.steadyLatency.record(latency)
+				r.steadyOverhead.record(overhead)
+			}
 			r.turns.Add(1)
 			s.lastAnswer = r.since()
 			return -1, true

@@ -186,6 +186,42 @@ func TestRunOverhead(t *testing.T) {
 	}
 }
 
+// TestRunWarmup: turns sent during the warmup are verified and counted,
+// and kept in the time series, but left out of the summary's latency
+// figures.
+func TestRunWarmup(t *testing.T) {
+	t.Parallel()
+	const slow = 2 * time.Second
+	rules := make(map[turnKey]fakeRule)
+	for s := range 4 {
+		rules[turnKey{s, 1}] = fakeRule{slow: slow} // sent at once, answered late
+	}
+	f := newFakeServer(t, &fakeServer{rules: rules})
+	cfg := testConfig(f.url())
+	cfg.Sessions, cfg.Turns, cfg.Ramp = 4, 4, 0
+	cfg.Warmup = slow / 2 // turn 1 is sent before it, turns 2 to 4 after
+	sum, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := countersOf(&sum); got != (counters{Sessions: 4, Turns: 16}) {
+		t.Errorf("counters = %+v, want 4 sessions and 16 turns, no errors", got)
+	}
+	if n := sum.Latency.total(); n != 12 {
+		t.Errorf("latency histogram holds %d turns, want the 12 sent after the warmup", n)
+	}
+	if sum.P99 >= slow/2 {
+		t.Errorf("P99 = %v, want the fast turns' (under %v): the slow first turns are left out", sum.P99, slow/2)
+	}
+	var most time.Duration
+	for _, p := range sum.Series {
+		most = max(most, p.Max)
+	}
+	if most < slow {
+		t.Errorf("slowest reply in the time series = %v, want the first turns' %v", most, slow)
+	}
+}
+
 func TestRunServerRSS(t *testing.T) {
 	t.Parallel()
 	f := newFakeServer(t, &fakeServer{rssBytes: 123.45e6})
@@ -289,6 +325,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad url", Config{URL: "ws://[::1"}},
 		{"negative sessions", Config{URL: "ws://h/ws", Sessions: -1}},
 		{"negative think", Config{URL: "ws://h/ws", Think: -time.Second}},
+		{"negative warmup", Config{URL: "ws://h/ws", Warmup: -time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,7 +19,10 @@
 // turns_per_s is answered turns over the time from the start (ramp
 // included) to the last answer; server_rss_mb is the peak of the server's
 // process_resident_memory_bytes (in 10^6 bytes), read from its metrics
-// every second, or NaN when they could not be read. -report writes an HTML
+// every second, or NaN when they could not be read. With -warmup D, p50, p99
+// and overhead p99 leave out the turns sent in the first D of the run (a
+// line on stderr says so); every other figure still counts every turn.
+// -report writes an HTML
 // page with latency over time, a latency histogram and turns/s over time;
 // it loads the ECharts script from a CDN unless -echarts names a local copy
 // to embed.
@@ -117,6 +120,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for _, msg := range sum.ErrorSamples {
 		fmt.Fprintln(stderr, "loadgen: error:", msg)
 	}
+	if sum.Warmup > 0 {
+		fmt.Fprintf(stderr, "loadgen: p50, p99 and overhead p99 leave out the turns sent in the first %v (-warmup)\n", sum.Warmup)
+	}
 	if sum.RSSErr != nil && math.IsNaN(sum.ServerRSSMB) {
 		fmt.Fprintln(stderr, "loadgen: server memory unknown:", sum.RSSErr)
 	}
@@ -159,6 +165,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&cfg.Turns, "turns", 10, "messages per session `M`, each sent after the previous reply")
 	fs.DurationVar(&cfg.Think, "think", 0, "pause between a reply and the session's next message (keep it under the server's 25s heartbeat)")
 	fs.DurationVar(&cfg.Ramp, "ramp", defaultRamp, "spread the sessions' starts evenly over this `duration`")
+	fs.DurationVar(&cfg.Warmup, "warmup", 0, "leave the turns sent in the first `duration` out of the summary's latency figures, to see the steady state after the ramp (every turn is still verified and counted)")
 	fs.DurationVar(&cfg.Timeout, "timeout", defaultTimeout, "limit on the handshake and on the wait for each reply")
 	fs.IntVar(&cfg.Retries, "retries", 100, "times a shed message is retried after the server's retry_after_ms")
 	fs.StringVar(&cfg.Text, "text", defaultText, "the user message each turn sends")
