@@ -168,9 +168,9 @@ func (ss *session) serve() {
 	defer ss.srv.detach(ss)
 	ss.srv.metrics.connections.Inc()
 	defer ss.srv.metrics.connections.Dec()
-	stopBeat := ss.heartbeat()
+	hb := ss.startHeartbeat()
 	ss.read()
-	stopBeat()
+	hb.stop()
 	ss.shut()
 	<-ss.done
 }
@@ -343,46 +343,60 @@ func (ss *session) expired(at time.Time) {
 	ss.kick()
 }
 
-// heartbeat pings the client every Heartbeat interval and closes the
-// connection after two pings in a row go unanswered. It returns a function
-// that stops it.
-func (ss *session) heartbeat() (stop func()) {
+// heartbeat pings a session's client every Heartbeat interval and closes
+// the connection after two pings in a row go unanswered. It is one object
+// per session with its timer (closures over separate variables made six).
+type heartbeat struct {
+	ss      *session
+	mu      sync.Mutex
+	stopped bool
+	missed  int
+	t       *time.Timer
+}
+
+// startHeartbeat starts pinging ss's client; stop ends it.
+func (ss *session) startHeartbeat() *heartbeat {
+	hb := &heartbeat{ss: ss}
+	hb.mu.Lock() // ping reads t under the lock, however soon it fires
+	hb.t = time.AfterFunc(ss.srv.cfg.Heartbeat, hb.ping)
+	hb.mu.Unlock()
+	return hb
+}
+
+// ping runs on the timer: it pings and waits for the pong (at most an
+// interval), then arms the next ping or gives up on the connection.
+func (hb *heartbeat) ping() {
+	ss := hb.ss
 	every := ss.srv.cfg.Heartbeat
-	var (
-		mu      sync.Mutex
-		stopped bool
-		missed  int
-		t       *time.Timer
-	)
-	t = time.AfterFunc(every, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), every)
-		err := ss.conn.Ping(ctx)
-		cancel()
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped {
-			return
-		}
-		if err == nil {
-			missed = 0
-			t.Reset(every)
-			return
-		}
-		missed++
-		if missed >= 2 {
-			ss.logf(slog.LevelInfo, "closing dead connection", "missed_pongs", missed)
-			ss.srv.metrics.deadConns.Inc()
-			ss.conn.CloseNow()
-			return
-		}
-		t.Reset(0) // the wait for the pong already took one interval
-	})
-	return func() {
-		mu.Lock()
-		stopped = true
-		t.Stop()
-		mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), every)
+	err := ss.conn.Ping(ctx)
+	cancel()
+	hb.mu.Lock()
+	defer hb.mu.Unlock()
+	if hb.stopped {
+		return
 	}
+	if err == nil {
+		hb.missed = 0
+		hb.t.Reset(every)
+		return
+	}
+	hb.missed++
+	if hb.missed >= 2 {
+		ss.logf(slog.LevelInfo, "closing dead connection", "missed_pongs", hb.missed)
+		ss.srv.metrics.deadConns.Inc()
+		ss.conn.CloseNow()
+		return
+	}
+	hb.t.Reset(0) // the wait for the pong already took one interval
+}
+
+// stop ends the pings; a ping under way finds it stopped.
+func (hb *heartbeat) stop() {
+	hb.mu.Lock()
+	hb.stopped = true
+	hb.t.Stop()
+	hb.mu.Unlock()
 }
 
 // logf logs msg with the session's key and args.

@@ -11,6 +11,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -242,5 +243,29 @@ func TestTurnLogLines(t *testing.T) {
 		default:
 			t.Errorf("turn line %d = %+v, want the prompt on every 7th turn and its hash otherwise", i, ln)
 		}
+	}
+}
+
+// TestPromptBufferFitsTheWindow: the prompt buffer a session keeps for its
+// whole life holds the window and no more, and its content is the window's.
+func TestPromptBufferFitsTheWindow(t *testing.T) {
+	store := newSumsStore(t, ctxstore.Window{MaxTurns: 16})
+	defer store.Close(context.Background())
+	ss := &session{rec: store.NewRecord("t", "s")}
+	ss.rec.SetSystem("be brief")
+	var p []Message
+	for i := range 40 {
+		role := ctxstore.RoleUser
+		if i%2 == 1 {
+			role = ctxstore.RoleAssistant
+		}
+		ss.rec.Append(ctxstore.Turn{Role: role, Text: fmt.Sprintf("turn %d", i)})
+		p = ss.prompt(p[:0])
+		if want := windowPrompt(ss.rec); !slices.Equal(p, want) {
+			t.Fatalf("after %d turns: prompt %v, want %v", i+1, p, want)
+		}
+	}
+	if len(p) != 17 || cap(p) != 17 {
+		t.Errorf("prompt buffer len %d cap %d, want 17 and 17 (the system prompt and 16 turns)", len(p), cap(p))
 	}
 }

@@ -316,6 +316,12 @@ func overlap(r *ctxstore.Record, turns []ctxstore.Turn) (k, at int) {
 // prompt appends the model's input, built from the session's context
 // window, to p.
 func (ss *session) prompt(p []Message) []Message {
+	if n := len(p) + 1 + ss.rec.Len(); cap(p) < n {
+		// Just the window: a session keeps the buffer for its whole life
+		// (10k sessions, 10k buffers), where append's doubling would leave
+		// up to half of it unused.
+		p = append(make([]Message, 0, n), p...)
+	}
 	p = append(p, Message{Role: string(ctxstore.RoleSystem), Content: ss.rec.System()})
 	for t := range ss.rec.Turns() {
 		p = append(p, Message{Role: string(t.Role), Content: t.Text})
