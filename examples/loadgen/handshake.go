@@ -69,25 +69,22 @@ func exchange(conn net.Conn, req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	br := bufio.NewReaderSize(conn, handshakeBuffer)
-	var resp *http.Response
 	for {
-		r, err := http.ReadResponse(br, req)
-		if err != nil {
+		resp, err := http.ReadResponse(br, req)
+		switch {
+		case err != nil:
 			return nil, err
-		}
-		// Informational responses (100 Continue, 103 Early Hints) come
-		// before the answer, as http.Transport knows; 101 is the answer.
-		if r.StatusCode < 100 || r.StatusCode >= 200 || r.StatusCode == http.StatusSwitchingProtocols {
-			resp = r
-			break
+		case resp.StatusCode == http.StatusSwitchingProtocols:
+			resp.Body = &upgradedConn{Conn: conn, br: br}
+			return resp, nil
+		case resp.StatusCode/100 == 1:
+			// Informational (100 Continue, 103 Early Hints): the answer
+			// follows, as http.Transport knows.
+		default:
+			resp.Body = closeConn{resp.Body, conn}
+			return resp, nil
 		}
 	}
-	if resp.StatusCode == http.StatusSwitchingProtocols {
-		resp.Body = &upgradedConn{Conn: conn, br: br}
-	} else {
-		resp.Body = closeConn{resp.Body, conn}
-	}
-	return resp, nil
 }
 
 // upgradedConn is a connection after its handshake: reads take the bytes

@@ -160,7 +160,7 @@ type Summary struct {
 	Turns       int64         // turns answered by a verified reply
 	Elapsed     time.Duration // from the start to the last answered turn
 	TurnsPerSec float64       // Turns / Elapsed
-	P50, P99    time.Duration // reply latency: send of the answered attempt to its reply
+	P50, P99    time.Duration // reply latency: send of the answered attempt to its reply (after Config.Warmup)
 	OverheadP99 time.Duration // p99 of latency minus the reply's model_ms
 	Errors      int64         // dial, connection, timeout, protocol and non-retryable error frames
 	Shed        int64         // error frames that shed a turn (each retry counts)
@@ -174,9 +174,6 @@ type Summary struct {
 	Series       []Point  // one point per Interval
 	Latency      counts   // histogram of reply latency
 	Overhead     counts   // histogram of latency minus model_ms
-	// Warmup is Config.Warmup: P50, P99, OverheadP99, Latency and Overhead
-	// leave out the turns sent before it.
-	Warmup time.Duration
 }
 
 // Point is one interval of a run's time series.
@@ -346,7 +343,6 @@ func (r *runner) summary() Summary {
 	lat, over := &r.latency, &r.overhead
 	if r.cfg.Warmup > 0 {
 		lat, over = &r.steadyLatency, &r.steadyOverhead
-		s.Warmup = r.cfg.Warmup
 	}
 	lat.snapshot(&s.Latency)
 	over.snapshot(&s.Overhead)

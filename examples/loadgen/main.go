@@ -22,10 +22,9 @@
 // every second, or NaN when they could not be read. With -warmup D, p50, p99
 // and overhead p99 leave out the turns sent in the first D of the run (a
 // line on stderr says so); every other figure still counts every turn.
-// -report writes an HTML
-// page with latency over time, a latency histogram and turns/s over time;
-// it loads the ECharts script from a CDN unless -echarts names a local copy
-// to embed.
+// -report writes an HTML page with latency over time, a latency histogram
+// and turns/s over time; it loads the ECharts script from a CDN unless
+// -echarts names a local copy to embed.
 //
 // Usage:
 //
@@ -120,8 +119,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for _, msg := range sum.ErrorSamples {
 		fmt.Fprintln(stderr, "loadgen: error:", msg)
 	}
-	if sum.Warmup > 0 {
-		fmt.Fprintf(stderr, "loadgen: p50, p99 and overhead p99 leave out the turns sent in the first %v (-warmup)\n", sum.Warmup)
+	if w := opt.cfg.Warmup; w > 0 {
+		fmt.Fprintf(stderr, "loadgen: p50, p99 and overhead p99 leave out the turns sent in the first %v (-warmup)\n", w)
 	}
 	if sum.RSSErr != nil && math.IsNaN(sum.ServerRSSMB) {
 		fmt.Fprintln(stderr, "loadgen: server memory unknown:", sum.RSSErr)

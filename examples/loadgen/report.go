@@ -36,7 +36,7 @@ func writeReport(w io.Writer, cfg *Config, s *Summary, echarts string) error {
 	page := components.NewPage()
 	page.SetPageTitle(s.String()) // the summary line, as the page title
 	page.SetLayout(components.PageFlexLayout)
-	page.AddCharts(latencyChart(cfg, s), histogramChart(s), rateChart(s))
+	page.AddCharts(latencyChart(cfg, s), histogramChart(cfg, s), rateChart(s))
 	switch {
 	case echarts == "":
 	case strings.HasPrefix(echarts, "http://") || strings.HasPrefix(echarts, "https://"):
@@ -75,7 +75,7 @@ func latencyChart(cfg *Config, s *Summary) *charts.Line {
 	c := charts.NewLine()
 	// One line: echarts sets multi-line subtitles without line spacing.
 	subtitle := fmt.Sprintf("%d sessions x %d turns, think %v, ramp %v, %s; %.1f turns/s, overhead p99 %.1f ms%s, server RSS %.1f MB",
-		cfg.Sessions, cfg.Turns, cfg.Think, cfg.Ramp, cfg.URL, s.TurnsPerSec, ms(s.OverheadP99), afterWarmup(s), s.ServerRSSMB)
+		cfg.Sessions, cfg.Turns, cfg.Think, cfg.Ramp, cfg.URL, s.TurnsPerSec, ms(s.OverheadP99), afterWarmup(cfg), s.ServerRSSMB)
 	c.SetGlobalOptions(chartOpts(titleLatency, subtitle, "seconds since start", "ms")...)
 	c.SetXAxis(seconds(s.Series))
 	series := func(f func(p *Point) time.Duration) []opts.LineData {
@@ -94,17 +94,17 @@ func latencyChart(cfg *Config, s *Summary) *charts.Line {
 
 // afterWarmup qualifies the summary's latency figures when a warmup left
 // turns out of them.
-func afterWarmup(s *Summary) string {
-	if s.Warmup <= 0 {
+func afterWarmup(cfg *Config) string {
+	if cfg.Warmup <= 0 {
 		return ""
 	}
-	return fmt.Sprintf(" (turns sent after the first %v)", s.Warmup)
+	return fmt.Sprintf(" (turns sent after the first %v)", cfg.Warmup)
 }
 
-func histogramChart(s *Summary) *charts.Bar {
+func histogramChart(cfg *Config, s *Summary) *charts.Bar {
 	c := charts.NewBar()
 	subtitle := fmt.Sprintf("%d replies%s; p50 %.1f ms, p99 %.1f ms; the last bar may hold the slowest 0.1%%",
-		s.Latency.total(), afterWarmup(s), ms(s.P50), ms(s.P99))
+		s.Latency.total(), afterWarmup(cfg), ms(s.P50), ms(s.P99))
 	c.SetGlobalOptions(chartOpts(titleHistogram, subtitle, "reply latency from (ms)", "replies")...)
 	labels, bars := histogramBars(&s.Latency)
 	data := make([]opts.BarData, len(bars))
