@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -688,9 +689,10 @@ func (l *list[Req, Resp]) pop() *call[Req, Resp] {
 type batchCtx struct {
 	live atomic.Int32 // callers of the batch still waiting
 
-	mu   sync.Mutex
-	done chan struct{}
-	err  error
+	mu     sync.Mutex
+	done   chan struct{}
+	err    error
+	afters []*func() // functions to start when cancelled, see AfterFunc
 }
 
 func (c *batchCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
@@ -712,6 +714,32 @@ func (c *batchCtx) Err() error {
 
 func (c *batchCtx) Value(any) any { return nil }
 
+// AfterFunc arranges to call f in its own goroutine once c is cancelled,
+// at once if it already is, as [context.AfterFunc] does; stop keeps f from
+// starting and reports whether it did. The context package calls it for a
+// context derived from c (a batch function's timeout, say), which then
+// needs no goroutine of its own to wait for c.
+func (c *batchCtx) AfterFunc(f func()) (stop func() bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		go f()
+		return func() bool { return false }
+	}
+	p := &f
+	c.afters = append(c.afters, p)
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		i := slices.Index(c.afters, p)
+		if i < 0 {
+			return false
+		}
+		c.afters = slices.Delete(c.afters, i, i+1)
+		return true
+	}
+}
+
 func (c *batchCtx) String() string { return "batch.Context" }
 
 // cancel ends the context with context.Canceled.
@@ -726,4 +754,8 @@ func (c *batchCtx) cancel() {
 		c.done = make(chan struct{})
 	}
 	close(c.done)
+	for _, f := range c.afters {
+		go (*f)()
+	}
+	c.afters = nil
 }

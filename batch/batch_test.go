@@ -482,6 +482,77 @@ func TestBatchContext(t *testing.T) {
 	}
 }
 
+// TestBatchContextDerived derives contexts from a batch function's context
+// as a host does (a timeout per call, an AfterFunc): they end when the
+// batch context does, a stopped AfterFunc never runs, and no goroutine
+// waits on the batch context for them.
+func TestBatchContextDerived(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const giveUp = 10 * time.Millisecond
+		start := time.Now()
+		var (
+			mu                            sync.Mutex
+			watchers                      int
+			derivedEnded, afterRan        time.Duration
+			derivedErr                    error
+			stoppedRan, stopOK, stopAgain bool
+			lateRan                       = make(chan struct{})
+		)
+		fn := func(ctx context.Context, reqs []int) ([]int, error) {
+			derived, cancel := context.WithTimeout(ctx, time.Hour)
+			defer cancel()
+			context.AfterFunc(ctx, func() {
+				mu.Lock()
+				defer mu.Unlock()
+				afterRan = time.Since(start)
+			})
+			// The method itself, as the context package calls it.
+			af, isAF := ctx.(interface{ AfterFunc(func()) func() bool })
+			if !isAF {
+				return nil, errors.New("the batch context has no AfterFunc method")
+			}
+			stop := af.AfterFunc(func() {
+				mu.Lock()
+				defer mu.Unlock()
+				stoppedRan = true
+			})
+			ok := stop()
+			buf := make([]byte, 1<<20)
+			n := strings.Count(string(buf[:runtime.Stack(buf, true)]), "context.(*cancelCtx).propagateCancel")
+			<-derived.Done()
+			mu.Lock()
+			watchers, stopOK, stopAgain = n, ok, stop()
+			derivedEnded, derivedErr = time.Since(start), derived.Err()
+			mu.Unlock()
+			context.AfterFunc(ctx, func() { close(lateRan) }) // already cancelled: runs at once
+			return nil, ctx.Err()
+		}
+		b := newBatcher(t, fn, batch.Config{})
+		defer b.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), giveUp)
+		defer cancel()
+		if _, err := b.Do(ctx, 1); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Do = %v, want context.DeadlineExceeded", err)
+		}
+		<-lateRan
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if watchers != 0 {
+			t.Errorf("%d goroutines wait on the batch context for contexts derived from it, want 0", watchers)
+		}
+		if derivedEnded != giveUp || !errors.Is(derivedErr, context.Canceled) {
+			t.Errorf("derived context ended at %v with %v, want %v with context.Canceled", derivedEnded, derivedErr, giveUp)
+		}
+		if afterRan != giveUp {
+			t.Errorf("AfterFunc ran at %v, want %v", afterRan, giveUp)
+		}
+		if !stopOK || stopAgain || stoppedRan {
+			t.Errorf("stop() = %v, then %v, stopped func ran: %v; want true, false, false", stopOK, stopAgain, stoppedRan)
+		}
+	})
+}
+
 func TestBatchContextValues(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		type key struct{}
