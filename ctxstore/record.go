@@ -122,7 +122,7 @@ type recData struct {
 // made.
 //
 // A turn dropped from the front of the window stays referenced until its
-// log is replaced. A log holds at most 2 x MaxTurns turns, and an append
+// log is replaced. A log holds at most 1.5 x MaxTurns turns, and an append
 // moves the window to a new log once the turns dropped from the current
 // one exceed MaxTokens, so what a record holds beyond its window stays
 // within about one more token budget.
@@ -318,9 +318,10 @@ func (d *recData) push(t Turn, w *Window) {
 	end := d.head + d.n
 	if d.log == nil || end == len(d.log.t) || d.dropped > w.MaxTokens ||
 		!d.log.claimed.CompareAndSwap(int64(end), int64(end)+1) {
-		// Room for the window and as many turns again, up to 2 x MaxTurns
-		// in all.
-		size := min(max(2*(d.n+1), 4), max(2*w.MaxTurns, d.n+1))
+		// Room for the window and as many turns again while it grows,
+		// and for half a window more once it is full: 1.5 x MaxTurns in
+		// all, so that a log holds few turns beyond its window.
+		size := min(max(2*(d.n+1), 4), w.MaxTurns+max(w.MaxTurns/2, 1))
 		log := &turnLog{t: make([]Turn, size)}
 		copy(log.t, d.turns())
 		log.claimed.Store(int64(d.n) + 1)

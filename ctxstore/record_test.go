@@ -130,8 +130,8 @@ func TestWindowWrapsAround(t *testing.T) {
 			t.Fatalf("Turn(Len-1) = %q, want %d", r.Turn(r.Len()-1).Text, i)
 		}
 	}
-	if got := len(r.d.log.t); got > 10 {
-		t.Errorf("turn log holds %d turns, want at most 10: the log must not grow past 2 x MaxTurns", got)
+	if got := len(r.d.log.t); got > 7 {
+		t.Errorf("turn log holds %d turns, want at most 7: the log must not grow past 1.5 x MaxTurns", got)
 	}
 }
 
