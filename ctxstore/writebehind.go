@@ -262,6 +262,11 @@ func (s *Store) finish(b *batch) {
 			delete(sh.slots, w.Key)
 			sh.gen++
 			s.dirty.Add(-1)
+		} else {
+			// A newer version waits in the slot, which a Get reads first:
+			// the hot copy, older still, would only hold its turns in
+			// memory until that version is written and takes its place.
+			s.hot.Del(it.h)
 		}
 		// Written: only the decoded record stays hot, and the buffer can
 		// serve another Put.

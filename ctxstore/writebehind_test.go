@@ -329,3 +329,51 @@ func TestLinger(t *testing.T) {
 		}
 	})
 }
+
+// TestHotLetsGoOfOlderVersions writes a version while a newer one waits:
+// the hot tier lets go of its older copy (a Get reads the waiting version
+// first, so the copy would only hold memory) and takes the newer version
+// once that is written.
+func TestHotLetsGoOfOlderVersions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cold := &testCold{Cold: &Memory{}}
+		s := newStore(t, cold, Config{})
+		r := s.NewRecord("acme", "s1")
+		h := s.hash(r.Key())
+		hotSeq := func() uint64 {
+			s.hot.Wait()
+			if e, ok := s.hot.Get(h); ok {
+				return e.rec.Seq()
+			}
+			return 0
+		}
+		mustPut(t, s, r)
+		mustFlush(t, s)
+		if got := hotSeq(); got != 1 {
+			t.Fatalf("hot tier holds seq %d after the first write, want 1", got)
+		}
+		release := cold.hold()
+		r.SetSlot("v", "2")
+		mustPut(t, s, r) // taken and held
+		synctest.Wait()
+		r.SetSlot("v", "3")
+		mustPut(t, s, r) // waits for seq 2 to be written
+		release()
+		release = cold.hold() // seq 2 goes through, seq 3 is held
+		synctest.Wait()
+		if got := hotSeq(); got != 0 {
+			t.Errorf("hot tier holds seq %d while seq 3 waits, want nothing", got)
+		}
+		if v, _ := mustGet(t, s, "acme", "s1").Slot("v"); v != "3" {
+			t.Errorf("slot v = %q, want 3", v)
+		}
+		release()
+		mustFlush(t, s)
+		if got := hotSeq(); got != 3 {
+			t.Errorf("hot tier holds seq %d once seq 3 is written, want 3", got)
+		}
+		if got, want := cold.written(), [][]string{{"s1@1"}, {"s1@2"}, {"s1@3"}}; !slices.EqualFunc(got, want, slices.Equal) {
+			t.Errorf("batches = %v, want %v", got, want)
+		}
+	})
+}
