@@ -518,7 +518,7 @@ func TestBatchContextDerived(t *testing.T) {
 			})
 			ok := stop()
 			buf := make([]byte, 1<<20)
-			n := strings.Count(string(buf[:runtime.Stack(buf, true)]), "context.(*cancelCtx).propagateCancel")
+			n := strings.Count(string(buf[:runtime.Stack(buf, true)]), "created by context.(*cancelCtx).propagateCancel")
 			<-derived.Done()
 			mu.Lock()
 			watchers, stopOK, stopAgain = n, ok, stop()
