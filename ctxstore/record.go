@@ -122,10 +122,10 @@ type recData struct {
 // made.
 //
 // A turn dropped from the front of the window stays referenced until its
-// log is replaced. A log holds at most 1.5 x MaxTurns turns, and an append
-// moves the window to a new log once the turns dropped from the current
-// one exceed MaxTokens, so what a record holds beyond its window stays
-// within about one more token budget.
+// log is replaced. A log holds at most MaxTurns + MaxTurns/2 turns (one
+// more at least), and an append moves the window to a new log once the
+// turns dropped from the current one exceed MaxTokens, so what a record
+// holds beyond its window stays within about one more token budget.
 type turnLog struct {
 	t       []Turn
 	claimed atomic.Int64 // t[:claimed] has been written
