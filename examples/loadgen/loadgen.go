@@ -164,6 +164,9 @@ type Summary struct {
 	OverheadP99 time.Duration // p99 of latency minus the reply's model_ms
 	Errors      int64         // dial, connection, timeout, protocol and non-retryable error frames
 	Shed        int64         // error frames that shed a turn (each retry counts)
+	ShedTurns   int64         // turns shed at least once
+	MaxShed     int64         // most times one turn was shed
+	SettleP99   time.Duration // p99 from a turn's first send to its reply, retries included (after Config.Warmup)
 	Lost        int64         // messages sent and never answered
 	Dup         int64         // replies or errors for a message already answered
 	Crossed     int64         // replies or errors for an id this session never sent
@@ -264,8 +267,10 @@ type runner struct {
 
 	connected, opened                     atomic.Int64
 	turns, errs, shed, lost, dup, crossed atomic.Int64
+	shedTurns, maxShed                    atomic.Int64
 	latency, overhead                     histogram // every turn, for the time series
 	steadyLatency, steadyOverhead         histogram // turns sent after cfg.Warmup, when set
+	settle, steadySettle                  histogram // first send to reply: every turn, and after cfg.Warmup
 	rss                                   rssReading
 	fileLimit                             atomic.Pointer[FileLimitError]
 
@@ -331,6 +336,8 @@ func (r *runner) summary() Summary {
 		Elapsed:     last,
 		Errors:      r.errs.Load(),
 		Shed:        r.shed.Load(),
+		ShedTurns:   r.shedTurns.Load(),
+		MaxShed:     r.maxShed.Load(),
 		Lost:        r.lost.Load(),
 		Dup:         r.dup.Load(),
 		Crossed:     r.crossed.Load(),
@@ -340,12 +347,15 @@ func (r *runner) summary() Summary {
 	if last > 0 {
 		s.TurnsPerSec = float64(s.Turns) / last.Seconds()
 	}
-	lat, over := &r.latency, &r.overhead
+	lat, over, settle := &r.latency, &r.overhead, &r.settle
 	if r.cfg.Warmup > 0 {
-		lat, over = &r.steadyLatency, &r.steadyOverhead
+		lat, over, settle = &r.steadyLatency, &r.steadyOverhead, &r.steadySettle
 	}
 	lat.snapshot(&s.Latency)
 	over.snapshot(&s.Overhead)
+	var c counts
+	settle.snapshot(&c)
+	s.SettleP99 = c.quantile(0.99)
 	s.P50, s.P99 = s.Latency.quantile(0.50), s.Latency.quantile(0.99)
 	s.OverheadP99 = s.Overhead.quantile(0.99)
 	r.mu.Lock()
@@ -402,8 +412,10 @@ type session struct {
 	out, in    []byte
 	frame      serverFrame
 	timer      *time.Timer
-	turn       int  // the turn being worked on
-	waiting    bool // a message of turn is sent and not yet settled
+	turn       int       // the turn being worked on
+	waiting    bool      // a message of turn is sent and not yet settled
+	firstSent  time.Time // when turn's message was first sent
+	sheds      int64     // times turn's message was shed so far
 	lastAnswer time.Duration
 }
 
@@ -477,10 +489,14 @@ func (s *session) hello(ctx context.Context) bool {
 func (s *session) turns(ctx context.Context) bool {
 	cfg := &s.r.cfg
 	for s.turn = 1; s.turn <= cfg.Turns; s.turn++ {
+		s.sheds = 0
 		for attempt := 0; ; attempt++ {
 			sent, ok := s.send(ctx)
 			if !ok {
 				return false
+			}
+			if attempt == 0 {
+				s.firstSent = sent
 			}
 			retryAfter, ok := s.await(ctx, sent)
 			if !ok {
@@ -545,11 +561,14 @@ func (s *session) await(ctx context.Context, sent time.Time) (retryAfter time.Du
 		if f.Type == typeReply {
 			latency := time.Since(sent)
 			overhead := latency - time.Duration(f.ModelMS*float64(time.Millisecond))
+			settle := latency + sent.Sub(s.firstSent)
 			r.latency.record(latency)
 			r.overhead.record(overhead)
+			r.settle.record(settle)
 			if w := r.cfg.Warmup; w > 0 && sent.Sub(r.start) >= w {
 				r.steadyLatency.record(latency)
 				r.steadyOverhead.record(overhead)
+				r.steadySettle.record(settle)
 			}
 			r.turns.Add(1)
 			s.lastAnswer = r.since()
@@ -559,11 +578,26 @@ func (s *session) await(ctx context.Context, sent time.Time) (retryAfter time.Du
 			r.fail("session %d turn %d: %s", s.idx, s.turn, clip(s.in))
 			return -1, true
 		}
-		r.shed.Add(1)
+		s.noteShed()
 		if math.IsNaN(f.RetryAfterMS) || f.RetryAfterMS < 0 {
 			return defaultRetryAfter, true
 		}
 		return time.Duration(f.RetryAfterMS * float64(time.Millisecond)), true
+	}
+}
+
+// noteShed counts a shed of the current turn's message.
+func (s *session) noteShed() {
+	r := s.r
+	r.shed.Add(1)
+	s.sheds++
+	if s.sheds == 1 {
+		r.shedTurns.Add(1)
+	}
+	for m := r.maxShed.Load(); s.sheds > m; m = r.maxShed.Load() {
+		if r.maxShed.CompareAndSwap(m, s.sheds) {
+			break
+		}
 	}
 }
 

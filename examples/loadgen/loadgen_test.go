@@ -43,11 +43,11 @@ func ourGoroutines() string {
 
 // counters are the verification counts of a Summary.
 type counters struct {
-	Sessions, Turns, Errors, Shed, Lost, Dup, Crossed int64
+	Sessions, Turns, Errors, Shed, ShedTurns, MaxShed, Lost, Dup, Crossed int64
 }
 
 func countersOf(s *Summary) counters {
-	return counters{s.Sessions, s.Turns, s.Errors, s.Shed, s.Lost, s.Dup, s.Crossed}
+	return counters{s.Sessions, s.Turns, s.Errors, s.Shed, s.ShedTurns, s.MaxShed, s.Lost, s.Dup, s.Crossed}
 }
 
 // Reply timeouts of the tests: long enough that a busy machine does not
@@ -100,10 +100,10 @@ func TestRunVerifies(t *testing.T) {
 			// session 4 times out at turn 2; another session gets its reply
 			counters{Sessions: 8, Turns: all - 5, Errors: 1, Lost: 1, Crossed: 1}},
 		{"shed twice, then served", map[turnKey]fakeRule{{6, 2}: {shed: 2}},
-			counters{Sessions: 8, Turns: all, Shed: 2}},
+			counters{Sessions: 8, Turns: all, Shed: 2, ShedTurns: 1, MaxShed: 2}},
 		{"shed past the retries", map[turnKey]fakeRule{{6, 2}: {shed: 10}},
 			// the first attempt and 3 retries are shed, then the turn is given up
-			counters{Sessions: 8, Turns: all - 1, Errors: 1, Shed: 4}},
+			counters{Sessions: 8, Turns: all - 1, Errors: 1, Shed: 4, ShedTurns: 1, MaxShed: 4}},
 		{"refused", map[turnKey]fakeRule{{0, 1}: {fail: "bad_request"}},
 			counters{Sessions: 8, Turns: all - 1, Errors: 1}},
 		{"connection dropped", map[turnKey]fakeRule{{7, 3}: {hangup: true}},
@@ -112,7 +112,8 @@ func TestRunVerifies(t *testing.T) {
 			{0, 2}: {dup: true, cross: "PREFIX.3.1"},
 			{1, 1}: {shed: 1},
 			{2, 6}: {drop: true},
-		}, counters{Sessions: 8, Turns: all - 1, Errors: 1, Shed: 1, Lost: 1, Dup: 1, Crossed: 1}},
+			{3, 5}: {shed: 3},
+		}, counters{Sessions: 8, Turns: all - 1, Errors: 1, Shed: 4, ShedTurns: 2, MaxShed: 3, Lost: 1, Dup: 1, Crossed: 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,6 +135,14 @@ func TestRunVerifies(t *testing.T) {
 			}
 			if got := sum.Latency.total(); got != uint64(sum.Turns) {
 				t.Errorf("latency histogram holds %d replies, want %d", got, sum.Turns)
+			}
+			// A turn served after n sheds waited at least n retry_after_ms
+			// (the fake asks for 5 ms) since its first send; with 48 turns
+			// or fewer, p99 is the slowest turn's.
+			if served := tt.want.MaxShed < 4; served && tt.want.MaxShed > 0 {
+				if min := time.Duration(tt.want.MaxShed) * 5 * time.Millisecond; sum.SettleP99 < min {
+					t.Errorf("SettleP99 = %v, want at least %v", sum.SettleP99, min)
+				}
 			}
 		})
 	}

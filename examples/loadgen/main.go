@@ -119,6 +119,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for _, msg := range sum.ErrorSamples {
 		fmt.Fprintln(stderr, "loadgen: error:", msg)
 	}
+	if sum.ShedTurns > 0 {
+		fmt.Fprintf(stderr, "loadgen: %d turns were shed at least once, one of them %d times; "+
+			"p99 from a turn's first send to its reply %.1f ms\n", sum.ShedTurns, sum.MaxShed, ms(sum.SettleP99))
+	}
 	if w := opt.cfg.Warmup; w > 0 {
 		fmt.Fprintf(stderr, "loadgen: p50, p99 and overhead p99 leave out the turns sent in the first %v (-warmup)\n", w)
 	}
