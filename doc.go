@@ -22,9 +22,10 @@
 // [github.com/parley-go/parley/backpressure] decides what to admit. Its
 // CoDel-style detector signals overload only when queueing delay has stayed
 // above a target for a whole interval, so short bursts are absorbed; a gate
-// adds global and per-key token buckets; a guarded call wraps the model in a
-// circuit breaker, retries with jittered backoff under a retry budget, and
-// an optional fallback answer.
+// adds global and per-key token buckets; a line lets the clients refused
+// for overload back first come, first served, each told when its turn
+// comes; a guarded call wraps the model in a circuit breaker, retries with
+// jittered backoff under a retry budget, and an optional fallback answer.
 //
 // [github.com/parley-go/parley/batch] is a micro-batcher towards the model.
 // It dispatches at once while the backend is idle and lets batches grow only

@@ -20,6 +20,11 @@
 // shedding with [ErrRateLimited]. A refusal is a [*Rejection] with a
 // retry-after hint for a Retry-After header or an error frame.
 //
+// A [Line] keeps the order in which clients were refused for overload and
+// lets them back in first come, first served, telling each when its turn
+// comes, so that under an overload that lasts no client is refused dozens
+// of times in a row while others get in at once.
+//
 // A [Guard] wraps calls to the backend in a circuit breaker from
 // github.com/sony/gobreaker/v2, with a per-attempt timeout, retries with
 // exponential backoff and full jitter under a retry budget, and an

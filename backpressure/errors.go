@@ -9,8 +9,8 @@ import (
 )
 
 var (
-	// ErrConfig is wrapped by the errors NewDetector, NewGate and NewGuard
-	// return for invalid settings.
+	// ErrConfig is wrapped by the errors NewDetector, NewGate, NewGuard and
+	// NewLine return for invalid settings.
 	ErrConfig = errors.New("backpressure: invalid config")
 
 	// ErrOverloaded is the [Rejection.Reason] when the gate's detector

@@ -98,3 +98,38 @@ func ExampleGuard_Call() {
 	// fallback=true: We are busy right now; please try again in a minute.
 	// breaker: open
 }
+
+// Under an overload that lasts, a line lets refused clients back in the
+// order they were first refused, and tells each when its turn comes.
+func ExampleLine() {
+	line, err := backpressure.NewLine(100*time.Millisecond, 500*time.Millisecond)
+	if err != nil {
+		panic(err)
+	}
+	start := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
+	// 100 requests admitted in the first half second: 200 a second.
+	for i := range 100 {
+		var none backpressure.Ticket
+		line.Admitted(&none, 0, start.Add(time.Duration(i)*5*time.Millisecond))
+	}
+	now := start.Add(500 * time.Millisecond)
+	// Then admission refuses alice and bob for overload, in that order.
+	var alice, bob, carol backpressure.Ticket
+	line.Refused(&alice, now)
+	line.Refused(&bob, now)
+	// Carol's request arrives while they wait: her turn comes after theirs.
+	ok, _ := line.Pass(&carol, 300*time.Millisecond, now)
+	fmt.Println("carol passes:", ok, "tickets:", alice, bob, carol)
+	// Bob comes back 7 ms later: at 200 a second his turn comes at 10 ms.
+	ok, _ = line.Pass(&bob, 300*time.Millisecond, now.Add(7*time.Millisecond))
+	fmt.Println("bob passes at 7 ms:", ok)
+	ok, _ = line.Pass(&bob, 300*time.Millisecond, now.Add(11*time.Millisecond))
+	fmt.Println("bob passes at 11 ms:", ok)
+	line.Admitted(&bob, 300*time.Millisecond, now.Add(11*time.Millisecond))
+	fmt.Println("waiting:", line.Waiting(now.Add(11*time.Millisecond)), "bob's ticket:", bob)
+	// Output:
+	// carol passes: false tickets: 1 2 3
+	// bob passes at 7 ms: false
+	// bob passes at 11 ms: true
+	// waiting: 1 bob's ticket: 0
+}

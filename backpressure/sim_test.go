@@ -156,21 +156,26 @@ type outcome struct {
 }
 
 // departures is a min-heap of completion times.
-type departures []completion
+type departures = timeHeap[completion]
 
 type completion struct {
 	at, arrive time.Duration
 }
 
-func (h departures) Len() int           { return len(h) }
-func (h departures) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h departures) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *departures) Push(x any)        { *h = append(*h, x.(completion)) }
-func (h *departures) Pop() any {
+func (c completion) when() time.Duration { return c.at }
+
+// timeHeap is a min-heap of events by their time, for container/heap.
+type timeHeap[E interface{ when() time.Duration }] []E
+
+func (h timeHeap[E]) Len() int           { return len(h) }
+func (h timeHeap[E]) Less(i, j int) bool { return h[i].when() < h[j].when() }
+func (h timeHeap[E]) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timeHeap[E]) Push(x any)        { *h = append(*h, x.(E)) }
+func (h *timeHeap[E]) Pop() any {
 	old := *h
-	c := old[len(old)-1]
+	e := old[len(old)-1]
 	*h = old[:len(old)-1]
-	return c
+	return e
 }
 
 // epoch is the virtual clock's origin.
