@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -64,6 +65,9 @@ func newMetrics(s *Server) *metrics {
 		m.sessions[st] = states.WithLabelValues(fsm.DialogueState(st).String())
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_batch_queued", Help: "Prompts waiting for a model call."}, func() float64 { return float64(s.queued.Load()) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_wait_line", Help: "Sessions refused for overload that wait for their turn to be called."}, func() float64 {
+		return float64(s.line.Waiting(time.Now()))
+	})
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_ring_queued", Help: "Messages waiting in the sessions' rings."}, func() float64 {
 		s.mu.Lock()
 		defer s.mu.Unlock()

@@ -164,6 +164,7 @@ type Server struct {
 	def     *fsm.Definition[fsm.DialogueState, fsm.DialogueEvent]
 	wheel   *fsm.Wheel[*session]
 	gate    *backpressure.Gate
+	line    *backpressure.Line // order of the sessions shed for overload
 	guard   *backpressure.Guard[[]Completion]
 	batcher *batch.Batcher[*modelReq, answer]
 	exec    *executor // runs the sessions' workers
@@ -222,12 +223,17 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	line, err := backpressure.NewLine(cfg.AdmitTarget, cfg.AdmitInterval)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	s := &Server{
 		cfg:      cfg,
 		log:      cfg.Logger,
 		store:    cfg.Store,
 		def:      def,
 		gate:     gate,
+		line:     line,
 		guard:    guard,
 		sessions: make(map[ctxstore.Key]*session),
 		closed:   make(chan struct{}),

@@ -15,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/parley-go/parley/backpressure"
 	"github.com/parley-go/parley/ctxstore"
 	"github.com/parley-go/parley/fsm"
 	"github.com/parley-go/parley/ring"
@@ -107,9 +108,10 @@ type session struct {
 	// sinceRead counts the turns appended since rec was read from the
 	// store: what a merge must carry over into a newer record.
 	sinceRead int
-	req       modelReq // the turn in flight
-	ended     bool     // the dialogue reached END
-	over      bool     // finish has run
+	req       modelReq            // the turn in flight
+	ticket    backpressure.Ticket // place in the server's wait line
+	ended     bool                // the dialogue reached END
+	over      bool                // finish has run
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {

@@ -193,7 +193,7 @@ func (ss *session) turn(arrival time.Time, f clientFrame) (waiting bool) {
 		return false
 	}
 	srv.metrics.transition(tr.From, tr.To)
-	if err := srv.admit(ss.key.ID, now); err != nil {
+	if err := srv.admit(ss.key.ID, &ss.ticket, now); err != nil {
 		ss.write(errorFrame(id, err))
 		return false
 	}
@@ -437,7 +437,8 @@ func (ss *session) logTurn(req *modelReq, a answer) {
 // logTurnPC is the program counter logTurn's records carry.
 var logTurnPC atomic.Uintptr
 
-// admit decides whether a session's message may go to the model now.
+// admit decides whether a session's message may go to the model now;
+// ticket is the session's place in the wait line.
 //
 // The gate's CoDel detector is fed the queueing delay for shared capacity
 // that a message admitted now should expect (see expectedWait), and sheds
@@ -446,16 +447,25 @@ var logTurnPC atomic.Uintptr
 // would queue longer than target plus interval, admit refuses at once (a
 // backstop), so that served turns never wait much longer than that.
 //
+// Sessions shed for overload wait their turn in a line (backpressure.Line):
+// while some wait, a message of another session goes to the back, unless
+// nothing is queued for the model at all. Each overload refusal's
+// retry-after is the later of the line's estimate and the usual hint.
+//
 // The time a message waited in its own session's ring is left out: it
 // waited behind its own session's previous turn, which says nothing about
 // the server's load.
-func (s *Server) admit(key string, now time.Time) error {
+func (s *Server) admit(key string, ticket *backpressure.Ticket, now time.Time) error {
 	wait := s.expectedWait(now)
 	if wait > s.cfg.AdmitInterval {
-		return s.shedOverloaded("the model queue is too long", s.cfg.AdmitInterval)
+		return s.shedOverloaded("the model queue is too long", s.cfg.AdmitInterval, s.line.Refused(ticket, now))
+	}
+	if ok, eta := s.line.Pass(ticket, wait, now); !ok {
+		return s.shedOverloaded("others were refused before and wait their turn", s.cfg.AdmitTarget, eta)
 	}
 	err := s.gate.AdmitAt(key, wait, now)
 	if err == nil {
+		s.line.Admitted(ticket, wait, now)
 		return nil
 	}
 	rej, ok := errors.AsType[*backpressure.Rejection](err)
@@ -463,18 +473,19 @@ func (s *Server) admit(key string, now time.Time) error {
 		return err
 	}
 	if errors.Is(rej, backpressure.ErrOverloaded) {
-		return s.shedOverloaded(rej.Error(), rej.RetryAfter)
+		return s.shedOverloaded(rej.Error(), rej.RetryAfter, s.line.Refused(ticket, now))
 	}
 	s.metrics.shed.WithLabelValues(codeRateLimited).Inc()
 	return &requestError{code: codeRateLimited, msg: rej.Error(), retryAfter: rej.RetryAfter}
 }
 
 // shedOverloaded refuses a message because the model is overloaded. The
-// retry-after hint is spread over [base, 2 base), so that clients shed
-// together do not all come back together.
-func (s *Server) shedOverloaded(msg string, base time.Duration) error {
+// retry-after hint is the line's estimate eta, or base spread over
+// [base, 2 base) when that is later, so that clients shed together do not
+// all come back together.
+func (s *Server) shedOverloaded(msg string, base, eta time.Duration) error {
 	s.metrics.shed.WithLabelValues(codeOverloaded).Inc()
-	return &requestError{code: codeOverloaded, msg: msg, retryAfter: jitter(base)}
+	return &requestError{code: codeOverloaded, msg: msg, retryAfter: max(jitter(base), eta)}
 }
 
 // expectedWait estimates how long a prompt handed to the batcher at now
