@@ -25,8 +25,12 @@ type Ticket uint64
 // tickets are called in order at the rate at which requests were admitted
 // lately. [Line.Pass] lets a request on to admission only if its client
 // holds no ticket while none is waiting, holds a called ticket, or finds
-// nothing queued for the backend (spare capacity is never left unused);
-// every refusal says when the client's ticket will be called.
+// nothing queued for the backend (wait zero); every refusal says when the
+// client's ticket will be called. Until a rate has been measured over a
+// whole span (at first, and after a quiet spell of four spans), the line
+// holds nobody back while the wait is within target. A span in which nothing was admitted while tickets
+// waited leaves the rate as it was: the backend stalled, or the line held
+// everyone back, and neither says what the backend takes once it serves.
 //
 // Tickets are called faster than that rate while the ticket holders who
 // get in find the expected wait within target and no client holding a
@@ -53,7 +57,8 @@ type Ticket uint64
 // use by multiple goroutines and must not be copied after first use; a
 // Ticket belongs to its client, which must not use it from two goroutines
 // at once. Every method takes the time explicitly, runs no goroutine and
-// does not allocate.
+// does not allocate; retry-after hints are spread with math/rand/v2's
+// global source, so they are not reproducible.
 type Line struct {
 	span   time.Duration // how long admissions are counted for one rate sample
 	target time.Duration // while the wait is within this, the line drains
@@ -88,16 +93,18 @@ func NewLine(target, span time.Duration) (*Line, error) {
 
 // Pass reports whether a request of the client holding *t may go on to
 // admission at now, given the queueing delay wait that admission expects.
-// When it may not, the client holds a ticket (a new one at the back if it
-// held none), and retryAfter is how long until the ticket is called, up to
-// ten spans and spread by up to a tenth so that clients told together do
-// not all come back at once; zero when that is not known yet.
+// It may if nobody waits and the client holds no ticket, if its ticket is
+// called, if wait is zero (nothing is queued for the backend), or if no
+// rate has been measured yet and wait is within target. When it may not, the client holds a ticket
+// (a new one at the back if it held none), and retryAfter is how long
+// until the ticket is called, up to ten spans and spread by up to a tenth
+// more so that clients told together do not all come back at once.
 func (l *Line) Pass(t *Ticket, wait time.Duration, now time.Time) (ok bool, retryAfter time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.advance(now)
 	n := *t
-	if n == 0 && l.empty() || n != 0 && float64(n) <= l.called || wait == 0 {
+	if n == 0 && l.empty() || n != 0 && float64(n) <= l.called || wait == 0 || l.rate == 0 && wait <= l.target {
 		return true, 0
 	}
 	if n == 0 {
@@ -158,11 +165,8 @@ func (l *Line) empty() bool { return l.called >= float64(l.next-1) }
 
 // issue hands out the next ticket. l.mu is held.
 func (l *Line) issue(t *Ticket) Ticket {
-	if l.empty() {
-		// Nobody is waiting: the new ticket is the next to be called, not
-		// one behind a backlog of called tickets' credit.
-		l.called = float64(l.next - 1)
-	}
+	// called never runs past the last ticket issued, so on an empty line
+	// the new ticket is the next to be called.
 	*t = l.next
 	l.next++
 	return *t
@@ -179,16 +183,22 @@ func (l *Line) advance(now time.Time) {
 		l.called = min(l.called+l.rate*d.Seconds(), float64(l.next-1))
 		l.at = now
 	}
-	if d := now.Sub(l.start); d >= l.span {
-		sample := float64(l.count) / d.Seconds()
-		if l.rate == 0 || d >= 4*l.span {
-			// After a quiet spell the old rate says nothing.
-			l.rate = sample
-		} else {
-			l.rate += (sample - l.rate) / 4
-		}
-		l.start, l.count = now, 0
+	d := now.Sub(l.start)
+	switch {
+	case d < l.span:
+		return
+	case d >= 4*l.span:
+		// A quiet spell: the old rate says nothing, and a sample over
+		// the spell would say next to nothing. Measure afresh.
+		l.rate = 0
+	case l.count == 0 && !l.empty():
+		// Nothing got in while tickets waited: keep the rate.
+	case l.rate == 0:
+		l.rate = float64(l.count) / d.Seconds()
+	default:
+		l.rate += (float64(l.count)/d.Seconds() - l.rate) / 4
 	}
+	l.start, l.count = now, 0
 }
 
 // eta returns how long until ticket n is called, spread by up to a tenth;

@@ -164,9 +164,9 @@ type Summary struct {
 	OverheadP99 time.Duration // p99 of latency minus the reply's model_ms
 	Errors      int64         // dial, connection, timeout, protocol and non-retryable error frames
 	Shed        int64         // error frames that shed a turn (each retry counts)
-	ShedTurns   int64         // turns shed at least once
-	MaxShed     int64         // most times one turn was shed
-	SettleP99   time.Duration // p99 from a turn's first send to its reply, retries included (after Config.Warmup)
+	ShedTurns   int64         // turns shed at least once (warmup included)
+	MaxShed     int64         // most times one turn was shed (warmup included)
+	SettleP99   time.Duration // p99 from a turn's first send to its reply, retries included, of the turns answered and first sent after Config.Warmup
 	Lost        int64         // messages sent and never answered
 	Dup         int64         // replies or errors for a message already answered
 	Crossed     int64         // replies or errors for an id this session never sent
@@ -568,6 +568,8 @@ func (s *session) await(ctx context.Context, sent time.Time) (retryAfter time.Du
 			if w := r.cfg.Warmup; w > 0 && sent.Sub(r.start) >= w {
 				r.steadyLatency.record(latency)
 				r.steadyOverhead.record(overhead)
+			}
+			if w := r.cfg.Warmup; w > 0 && s.firstSent.Sub(r.start) >= w {
 				r.steadySettle.record(settle)
 			}
 			r.turns.Add(1)

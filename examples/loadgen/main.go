@@ -19,9 +19,13 @@
 // turns_per_s is answered turns over the time from the start (ramp
 // included) to the last answer; server_rss_mb is the peak of the server's
 // process_resident_memory_bytes (in 10^6 bytes), read from its metrics
-// every second, or NaN when they could not be read. With -warmup D, p50, p99
-// and overhead p99 leave out the turns sent in the first D of the run (a
-// line on stderr says so); every other figure still counts every turn.
+// every second, or NaN when they could not be read. When the server shed
+// messages, a line on stderr says how many turns were shed at least once,
+// the most times one turn was shed, and p99 from a turn's first send to
+// its reply, retries included (turns given up after -retries are left
+// out). With -warmup D, p50, p99, overhead p99 and p99 from first send
+// leave out the turns sent in the first D of the run (a line on stderr
+// says so); every other figure still counts every turn.
 // -report writes an HTML page with latency over time, a latency histogram
 // and turns/s over time; it loads the ECharts script from a CDN unless
 // -echarts names a local copy to embed.
@@ -124,7 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"p99 from a turn's first send to its reply %.1f ms\n", sum.ShedTurns, sum.MaxShed, ms(sum.SettleP99))
 	}
 	if w := opt.cfg.Warmup; w > 0 {
-		fmt.Fprintf(stderr, "loadgen: p50, p99 and overhead p99 leave out the turns sent in the first %v (-warmup)\n", w)
+		fmt.Fprintf(stderr, "loadgen: p50, p99, overhead p99 and p99 from first send leave out the turns sent in the first %v (-warmup)\n", w)
 	}
 	if sum.RSSErr != nil && math.IsNaN(sum.ServerRSSMB) {
 		fmt.Fprintln(stderr, "loadgen: server memory unknown:", sum.RSSErr)

@@ -60,15 +60,17 @@
 //
 // Overload: while the model cannot keep up, sessions refused as overloaded
 // are let in first come, first served. A session refused takes a place in
-// a wait line, which it keeps across retries, and while others wait, a new
-// message of any other session is refused too and goes to the back (unless
-// nothing at all is queued for the model). Once the model keeps up again,
-// the line is called faster and empties. retry_after_ms is when the
-// session's place will be called, at the rate messages were admitted
-// lately, capped at ten admission intervals (a client further back is told
-// again then). A client that retries earlier is refused again, without
-// losing its place; one that waits much longer finds its place called and
-// gets in as soon as the model has room.
+// a wait line, which it keeps across retries on the same connection (a
+// resumed session on a new connection starts at the back), and while
+// others wait, a new message of any other session is refused too and goes
+// to the back (unless nothing at all is queued for the model).
+// retry_after_ms is when the session's place will be called, at the rate
+// messages were admitted lately, up to about ten admission intervals (a
+// client further back is told again then). A client that retries earlier
+// is refused again, without losing its place; one that waits longer finds
+// its place called and gets in as soon as the model has room. Once the
+// model keeps up again, places are called faster than that rate until the
+// line is empty.
 //
 // Idempotency: the server remembers the last ids it answered in each
 // session (8 by default, kept with the session's context, so they survive

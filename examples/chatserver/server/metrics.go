@@ -65,7 +65,7 @@ func newMetrics(s *Server) *metrics {
 		m.sessions[st] = states.WithLabelValues(fsm.DialogueState(st).String())
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_batch_queued", Help: "Prompts waiting for a model call."}, func() float64 { return float64(s.queued.Load()) })
-	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_wait_line", Help: "Sessions refused for overload that wait for their turn to be called."}, func() float64 {
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_wait_line", Help: "Places in the wait line of sessions refused for overload that are not called yet (a session that left keeps its place until it is called)."}, func() float64 {
 		return float64(s.line.Waiting(time.Now()))
 	})
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_ring_queued", Help: "Messages waiting in the sessions' rings."}, func() float64 {

@@ -473,7 +473,7 @@ func TestOverloadShedsWithRetryAfter(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The hint is at least the interval and, for sessions further back
-		// in the wait line, up to 10 intervals (see waitLine).
+		// in the wait line, up to 10 intervals and a tenth (see backpressure.Line).
 		if lo := interval.Milliseconds(); f.Type != typeError || f.Code != codeOverloaded || f.RetryAfterMS < lo || f.RetryAfterMS > 11*lo || f.ID != "m1" {
 			t.Errorf("client %d got %+v, want overloaded for m1 with retry_after_ms in [%d, %d]", a.client, f, lo, 11*lo)
 		}
