@@ -28,15 +28,21 @@ type Ticket uint64
 // nothing queued for the backend (wait zero); every refusal says when the
 // client's ticket will be called. Until a rate has been measured over a
 // whole span (at first, and after a quiet spell of four spans), the line
-// holds nobody back while the wait is within target. A span in which nothing was admitted while tickets
-// waited leaves the rate as it was: the backend stalled, or the line held
-// everyone back, and neither says what the backend takes once it serves.
+// holds nobody back while the wait is within target. The rate is what
+// admission let through, spans that admitted nothing included, except
+// that a run of such spans (a stalled backend) takes it down to a quarter
+// at most. Keeping the rate through those spans let the line call tickets
+// faster than a capped backend took them, which undid its order; letting
+// it fall to nothing left the line calling tickets at a trickle long
+// after a stall.
 //
-// Tickets are called faster than that rate while the ticket holders who
-// get in find the expected wait within target and no client holding a
-// called ticket has been refused for a span. Without that, a line left
-// behind by a burst would take in newcomers as fast as it calls tickets,
-// and every request would go through it for as long as traffic lasts.
+// Tickets are called faster than that rate, half a ticket more for each
+// ticket holder who gets in, while those find the expected wait within
+// target and no client holding a called ticket has been refused for a
+// span. Without that, a line left behind by a burst would take in
+// newcomers as fast as it calls tickets, and every request would go
+// through it for as long as traffic lasts; and after a stall the line
+// would go on calling tickets at the rate it measured while little got in.
 //
 // A client that leaves keeps its ticket until it is called, which costs
 // nothing but the slot it would have taken: if nobody else takes it,
@@ -78,6 +84,10 @@ type Line struct {
 	overshot time.Time
 	start    time.Time // start of the span being counted
 	count    int       // admissions since start
+	// idle is set while spans admit nothing with tickets waiting; floor
+	// is the least the rate falls to meanwhile.
+	idle  bool
+	floor float64
 }
 
 // NewLine returns an empty line that measures the admission rate over
@@ -141,7 +151,7 @@ func (l *Line) Admitted(t *Ticket, wait time.Duration, now time.Time) {
 	l.advance(now)
 	if *t != 0 && wait <= l.target && now.Sub(l.overshot) >= l.span {
 		// A called client got in, the backend keeps up, and no called
-		// client was refused lately: call a quarter ticket more than the
+		// client was refused lately: call half a ticket more than the
 		// rate would, so that the line drains.
 		l.called = min(l.called+drainStep, float64(l.next-1))
 	}
@@ -150,7 +160,7 @@ func (l *Line) Admitted(t *Ticket, wait time.Duration, now time.Time) {
 
 // drainStep is how many tickets more are called for each ticket holder
 // admitted while the backend keeps up.
-const drainStep = 0.25
+const drainStep = 0.5
 
 // Waiting returns how many tickets are not called yet at now.
 func (l *Line) Waiting(now time.Time) int {
@@ -192,12 +202,23 @@ func (l *Line) advance(now time.Time) {
 		// the spell would say next to nothing. Measure afresh.
 		l.rate = 0
 	case l.count == 0 && !l.empty():
-		// Nothing got in while tickets waited: keep the rate.
+		// Nothing got in while tickets waited: the backend stalled, or
+		// admission refused everyone for a span. Fold the span in as
+		// usual, but a run of such spans takes the rate down to a quarter
+		// of what it was before the run at most, so that the line does not
+		// call tickets at next to nothing once the backend serves again.
+		if !l.idle {
+			l.idle, l.floor = true, l.rate/4
+		}
+		l.rate = max(l.rate*3/4, l.floor)
+		l.start, l.count = now, 0
+		return
 	case l.rate == 0:
 		l.rate = float64(l.count) / d.Seconds()
 	default:
 		l.rate += (float64(l.count)/d.Seconds() - l.rate) / 4
 	}
+	l.idle = false
 	l.start, l.count = now, 0
 }
 
