@@ -105,10 +105,11 @@ func NewLine(target, span time.Duration) (*Line, error) {
 // admission at now, given the queueing delay wait that admission expects.
 // It may if nobody waits and the client holds no ticket, if its ticket is
 // called, if wait is zero (nothing is queued for the backend), or if no
-// rate has been measured yet and wait is within target. When it may not, the client holds a ticket
-// (a new one at the back if it held none), and retryAfter is how long
-// until the ticket is called, up to ten spans and spread by up to a tenth
-// more so that clients told together do not all come back at once.
+// rate has been measured yet and wait is within target. When it may not,
+// the client holds a ticket (a new one at the back if it held none), and
+// retryAfter is how long until the ticket is called, up to ten spans and
+// spread by up to a tenth more so that clients told together do not all
+// come back at once; zero when no rate has been measured yet.
 func (l *Line) Pass(t *Ticket, wait time.Duration, now time.Time) (ok bool, retryAfter time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
