@@ -69,11 +69,6 @@ type Line struct {
 	span   time.Duration // how long admissions are counted for one rate sample
 	target time.Duration // while the wait is within this, the line drains
 
-	// maxWait caps the retry-after the line tells a client: 10 spans. A
-	// client further back comes back then and is told again; the rate may
-	// have been measured while the backend was stalled.
-	maxWait time.Duration
-
 	mu     sync.Mutex
 	next   Ticket    // the ticket the next refused client takes; tickets start at 1
 	called float64   // tickets up to this one are called
@@ -98,7 +93,7 @@ func NewLine(target, span time.Duration) (*Line, error) {
 	if target <= 0 || span <= 0 {
 		return nil, fmt.Errorf("%w: line target %v and span %v must be positive", ErrConfig, target, span)
 	}
-	return &Line{span: span, target: target, maxWait: 10 * span, next: 1}, nil
+	return &Line{span: span, target: target, next: 1}, nil
 }
 
 // Pass reports whether a request of the client holding *t may go on to
@@ -158,6 +153,11 @@ func (l *Line) Admitted(t *Ticket, wait time.Duration, now time.Time) {
 	}
 	*t = 0
 }
+
+// maxWaitSpans caps the retry-after the line tells a client, in spans. A
+// client further back comes back then and is told again; the rate may
+// have been measured while the backend was stalled.
+const maxWaitSpans = 10
 
 // drainStep is how many tickets more are called for each ticket holder
 // admitted while the backend keeps up.
@@ -230,6 +230,6 @@ func (l *Line) eta(n Ticket) time.Duration {
 	if ahead <= 0 || l.rate <= 0 {
 		return 0
 	}
-	d := time.Duration(math.Min(ahead/l.rate, l.maxWait.Seconds()) * float64(time.Second))
+	d := time.Duration(math.Min(ahead/l.rate, maxWaitSpans*l.span.Seconds()) * float64(time.Second))
 	return d + rand.N(d/10+1)
 }

@@ -52,9 +52,14 @@ type histogram struct {
 func (h *histogram) record(d time.Duration) {
 	v := uint64(max(d, 0) / time.Microsecond)
 	h.counts[bucketOf(v)].Add(1)
-	for m := h.max.Load(); v > m; m = h.max.Load() {
-		if h.max.CompareAndSwap(m, v) {
-			break
+	raise(&h.max, v)
+}
+
+// raise sets m to v if v is larger.
+func raise(m *atomic.Uint64, v uint64) {
+	for old := m.Load(); v > old; old = m.Load() {
+		if m.CompareAndSwap(old, v) {
+			return
 		}
 	}
 }

@@ -267,7 +267,8 @@ type runner struct {
 
 	connected, opened                     atomic.Int64
 	turns, errs, shed, lost, dup, crossed atomic.Int64
-	shedTurns, maxShed                    atomic.Int64
+	shedTurns                             atomic.Int64
+	maxShed                               atomic.Uint64
 	latency, overhead                     histogram // every turn, for the time series
 	steadyLatency, steadyOverhead         histogram // turns sent after cfg.Warmup, when set
 	settle, steadySettle                  histogram // first send to reply: every turn, and after cfg.Warmup
@@ -337,7 +338,7 @@ func (r *runner) summary() Summary {
 		Errors:      r.errs.Load(),
 		Shed:        r.shed.Load(),
 		ShedTurns:   r.shedTurns.Load(),
-		MaxShed:     r.maxShed.Load(),
+		MaxShed:     int64(r.maxShed.Load()),
 		Lost:        r.lost.Load(),
 		Dup:         r.dup.Load(),
 		Crossed:     r.crossed.Load(),
@@ -415,7 +416,7 @@ type session struct {
 	turn       int       // the turn being worked on
 	waiting    bool      // a message of turn is sent and not yet settled
 	firstSent  time.Time // when turn's message was first sent
-	sheds      int64     // times turn's message was shed so far
+	sheds      uint64    // times turn's message was shed so far
 	lastAnswer time.Duration
 }
 
@@ -596,11 +597,7 @@ func (s *session) noteShed() {
 	if s.sheds == 1 {
 		r.shedTurns.Add(1)
 	}
-	for m := r.maxShed.Load(); s.sheds > m; m = r.maxShed.Load() {
-		if r.maxShed.CompareAndSwap(m, s.sheds) {
-			break
-		}
-	}
+	raise(&r.maxShed, s.sheds)
 }
 
 // verify checks the id of a reply or error frame and reports whether it
