@@ -59,3 +59,27 @@ func TestExecutorGrowsToMax(t *testing.T) {
 		e.close()
 	})
 }
+
+// TestKickAllocatesNothing checks that kick, which the reader calls after
+// every message, allocates nothing when an idle pooled goroutine takes the
+// run: an allocation while the collector marks would have the reader
+// assist it first (see kick).
+func TestKickAllocatesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &Server{cfg: Config{QueueSize: 4}, exec: newExecutor(1, 1)}
+		defer s.exec.close()
+		ss := s.newSession(nil)
+		ss.running.Store(false) // as start does
+		synctest.Wait()
+		allocs := testing.AllocsPerRun(100, func() {
+			ss.kick()
+			synctest.Wait() // the run finds nothing to do and goes idle
+		})
+		if allocs != 0 {
+			t.Errorf("kick allocated %v times per call, want 0", allocs)
+		}
+		if n := s.exec.started.Load(); n != 0 {
+			t.Errorf("kick started %d goroutines, want the idle one to take every run", n)
+		}
+	})
+}

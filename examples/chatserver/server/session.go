@@ -98,6 +98,10 @@ type session struct {
 	// outdated is set when the cold tier refused one of the session's
 	// writes as stale: another node wrote it since. The next save merges.
 	outdated atomic.Bool
+	// runFn is ss.run, made once: a method value built in kick would be a
+	// heap allocation by the reader for every message, and an allocation
+	// while the collector marks makes the reader assist it (see kick).
+	runFn func()
 
 	// Owned by the worker.
 	dlg     dialogue
@@ -251,6 +255,7 @@ func (s *Server) newSession(conn *websocket.Conn) *session {
 		stored: make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	ss.runFn = ss.run
 	ss.running.Store(true)
 	return ss
 }
