@@ -88,7 +88,7 @@ func parseFlags(args []string, stderr *os.File) (*options, error) {
 	fs.DurationVar(&o.drain, "drain-timeout", 30*time.Second, "how long a shutdown may take to answer accepted messages")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/")
 	fs.IntVar(&o.gcPercent, "gc-percent", 50, "Go's GOGC: heap growth between collections, in `percent` of the live heap; lower trades CPU for memory (Go's default is 100)")
-	fs.Int64Var(&o.memLimit, "memory-limit", 0, "soft limit on the Go runtime's memory in `bytes`, like GOMEMLIMIT (0 = GOMEMLIMIT or none); the process's RSS runs about 10% above it (the binary and the embedded store's mapped file are outside it)")
+	fs.Int64Var(&o.memLimit, "memory-limit", 0, "soft limit on the Go runtime's memory in `bytes`, like GOMEMLIMIT (0 = GOMEMLIMIT or none); the process's RSS runs about 10% above it (the binary and the embedded store's mapped file are outside it). With a limit, a -gc-percent of a few hundred leaves the pace to the limit once the heap nears it, and spares the collections while the heap grows")
 
 	fs.DurationVar(&o.sim.Latency, "model-latency", 500*time.Millisecond, "simulated model: mean latency of a call")
 	fs.Float64Var(&o.sim.Sigma, "model-sigma", 0.2, "simulated model: spread of the lognormal latency (0 = fixed)")
@@ -205,6 +205,7 @@ func run(ctx context.Context, args []string, stderr *os.File) error {
 		mux.Handle("/", handler)
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		handler = mux
 	}
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
