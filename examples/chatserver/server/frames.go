@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -96,8 +97,8 @@ func errorFrame(id string, err error) Frame {
 // parseClientFrame decodes and validates one client frame. maxText bounds
 // the text in bytes.
 func parseClientFrame(data []byte, maxText int) (clientFrame, error) {
-	var f clientFrame
-	if err := json.Unmarshal(data, &f); err != nil {
+	f, err := decodeFrame(data)
+	if err != nil {
 		return f, &requestError{code: codeBadRequest, msg: "malformed JSON: " + err.Error()}
 	}
 	if f.ID == "" {
@@ -121,6 +122,42 @@ func parseClientFrame(data []byte, maxText int) (clientFrame, error) {
 		return f, &requestError{id: f.ID, code: codeBadRequest, msg: fmt.Sprintf("unknown message type %q", f.Type)}
 	}
 	return f, nil
+}
+
+// frameDecoder decodes client frames with a json.Decoder it keeps between
+// frames: json.Unmarshal allocates its decoding state for every call, a
+// Decoder reuses its own. The frame is decoded into f, so that it does not
+// escape to the heap either.
+type frameDecoder struct {
+	src bytes.Reader
+	dec *json.Decoder
+	f   clientFrame
+}
+
+var frameDecoders = sync.Pool{New: func() any {
+	d := new(frameDecoder)
+	d.dec = json.NewDecoder(&d.src)
+	return d
+}}
+
+// decodeFrame decodes data as json.Unmarshal would into a new clientFrame.
+// A Decoder reads one value and leaves what follows it for the next, so
+// the value must be followed by the end of data; else, or on any error,
+// the Decoder is dropped and json.Unmarshal says what is wrong.
+func decodeFrame(data []byte) (clientFrame, error) {
+	d := frameDecoders.Get().(*frameDecoder)
+	d.src.Reset(data)
+	if d.dec.Decode(&d.f) == nil {
+		if _, err := d.dec.Token(); err == io.EOF { // nothing after the value
+			f := d.f
+			d.f = clientFrame{}
+			frameDecoders.Put(d)
+			return f, nil
+		}
+	}
+	var f clientFrame
+	err := json.Unmarshal(data, &f)
+	return f, err
 }
 
 // maxIDLen bounds a client message id.
