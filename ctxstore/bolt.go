@@ -54,6 +54,12 @@ const (
 	// boltLockTimeout bounds how long OpenBolt waits for another process
 	// to release the file.
 	boltLockTimeout = time.Second
+	// boltPageSize is the page size of a new file (an existing file keeps
+	// its own). A chat session's record is a kilobyte or two, and bbolt
+	// splits no leaf of four entries or fewer, so 4 KiB leaves of three or
+	// four records kept spilling onto two pages, each a fresh buffer where
+	// a single page comes from bbolt's pool.
+	boltPageSize = 8 << 10
 )
 
 // OpenBolt opens (creating if needed) the bbolt file at path. Only one
@@ -64,6 +70,7 @@ func OpenBolt(path string) (*Bolt, error) {
 		Timeout:        boltLockTimeout,
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
+		PageSize:       boltPageSize,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ctxstore: open bolt %s: %w", path, err)
