@@ -52,7 +52,14 @@ func newFakeServer(t *testing.T, f *fakeServer) *fakeServer {
 	f.conns = make(map[int]*websocket.Conn)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", f.handle)
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		// The load generator asks for the exposition uncompressed (see
+		// fetchRSS); a fake that insists makes the tests that read RSS
+		// fail if it stops.
+		if enc := r.Header.Get("Accept-Encoding"); enc != "identity" {
+			http.Error(w, "Accept-Encoding "+enc+", want identity", http.StatusNotAcceptable)
+			return
+		}
 		fmt.Fprintf(w, "# HELP %[1]s Resident memory size in bytes.\n# TYPE %[1]s gauge\n%[1]s %[2]g\n",
 			rssMetric, f.rssBytes)
 	})

@@ -566,12 +566,14 @@ func (s *session) await(ctx context.Context, sent time.Time) (retryAfter time.Du
 			r.latency.record(latency)
 			r.overhead.record(overhead)
 			r.settle.record(settle)
-			if w := r.cfg.Warmup; w > 0 && sent.Sub(r.start) >= w {
-				r.steadyLatency.record(latency)
-				r.steadyOverhead.record(overhead)
-			}
-			if w := r.cfg.Warmup; w > 0 && s.firstSent.Sub(r.start) >= w {
-				r.steadySettle.record(settle)
+			if w := r.cfg.Warmup; w > 0 {
+				if sent.Sub(r.start) >= w {
+					r.steadyLatency.record(latency)
+					r.steadyOverhead.record(overhead)
+				}
+				if s.firstSent.Sub(r.start) >= w {
+					r.steadySettle.record(settle)
+				}
 			}
 			r.turns.Add(1)
 			s.lastAnswer = r.since()
