@@ -260,8 +260,10 @@ func (ss *session) reply(req *modelReq, a answer) {
 		Echo:     a.echo,
 	}
 	ss.answers.put(ans)
-	ss.write(ss.replyFrame(ans, a.Text, false))
+	// Counted before the write: a client that has its reply and then
+	// reads /metrics finds its turn there.
 	ss.srv.metrics.turnDone(a, time.Since(req.arrival).Seconds())
+	ss.write(ss.replyFrame(ans, a.Text, false))
 	ss.logTurn(req, a)
 }
 
