@@ -60,10 +60,12 @@
 //
 // Overload: while the model cannot keep up, sessions refused as overloaded
 // are let in first come, first served. A session refused takes a place in
-// a wait line, which it keeps across retries on the same connection (a
-// resumed session on a new connection starts at the back), and while
-// others wait, a new message of any other session is refused too and goes
-// to the back (unless nothing at all is queued for the model).
+// a wait line, which it keeps across retries and across reconnects: a
+// connection that resumes the session, or takes it over, within a minute
+// of the last one going away keeps its place on the same server (later, or
+// on another server, it starts at the back). While others wait, a new
+// message of any other session is refused too and goes to the back
+// (unless nothing at all is queued for the model).
 // retry_after_ms is when the session's place will be called, at the rate
 // messages were admitted lately, up to about ten admission intervals (a
 // client further back is told again then). A client that retries earlier

@@ -187,6 +187,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[ctxstore.Key]*session // live sessions, attached to a connection
+	places   places                    // wait-line tickets of sessions that left
 	draining bool
 	conns    sync.WaitGroup // connection handlers
 	shutdown sync.Once
@@ -334,7 +335,14 @@ func (s *Server) attach(ctx context.Context, ss *session) error {
 		old := s.sessions[ss.key]
 		if old == nil || old.isStored() {
 			// A stored session's connection may still be closing; it
-			// no longer owns the session.
+			// no longer owns the session. Its place in the wait line,
+			// or the one kept since its connection went away, goes to
+			// the new connection.
+			if old != nil {
+				ss.ticket = old.leftTicket()
+			} else {
+				ss.ticket = s.places.take(ss.key, time.Now())
+			}
 			s.sessions[ss.key] = ss
 			s.conns.Add(1)
 			return nil
@@ -377,11 +385,14 @@ func (s *Server) liveSessions() int {
 	return len(s.sessions)
 }
 
-// detach removes ss from the live sessions.
+// detach removes ss, stored, from the live sessions. If it was waiting its
+// turn in the wait line, its ticket is kept for a connection that resumes
+// the session (see placeKeep).
 func (s *Server) detach(ss *session) {
 	s.mu.Lock()
 	if s.sessions[ss.key] == ss {
 		delete(s.sessions, ss.key)
+		s.places.keep(ss.key, ss.leftTicket(), time.Now())
 	}
 	s.mu.Unlock()
 	s.conns.Done()

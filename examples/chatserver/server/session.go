@@ -214,6 +214,8 @@ func (s *Server) open(ctx context.Context, conn *websocket.Conn, tenant, id stri
 		if !resumed {
 			// A new session, under a new id: let go of id, and start
 			// afresh with a session that no takeover or drain has seen.
+			// A place in the wait line was the old session's.
+			ss.ticket = 0
 			s.abandon(ss)
 			ss = s.newSession(conn)
 		}
@@ -320,6 +322,15 @@ func (ss *session) shut() {
 // drain is shut for a server that is shutting down: the connection is
 // closed with status 1001.
 func (ss *session) drain() { ss.shut() }
+
+// leftTicket returns the session's place in the wait line once its worker
+// has stored it for the last time: zero if it held none or was ended.
+func (ss *session) leftTicket() backpressure.Ticket {
+	if ss.ended {
+		return 0
+	}
+	return ss.ticket
+}
 
 // isStored reports whether the worker has stored the session for the last
 // time.
