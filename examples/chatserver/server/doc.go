@@ -60,10 +60,11 @@
 //
 // Overload: while the model cannot keep up, sessions refused as overloaded
 // are let in first come, first served. A session refused takes a place in
-// a wait line, which it keeps across retries and across reconnects: a
-// connection that resumes the session, or takes it over, within a minute
-// of the last one going away keeps its place on the same server (later, or
-// on another server, it starts at the back). While others wait, a new
+// a wait line, which it keeps across retries and across reconnects to the
+// same server: a connection that takes the session over keeps its place,
+// and so does one that resumes it within a minute of the last connection
+// going away (later, or on another server, it starts at the back). A
+// session that ends gives its place up. While others wait, a new
 // message of any other session is refused too and goes to the back
 // (unless nothing at all is queued for the model).
 // retry_after_ms is when the session's place will be called, at the rate

@@ -28,9 +28,9 @@ type place struct {
 }
 
 // keep holds t for the session k, which left at now. A zero ticket is no
-// place and is not kept. Entries older than placeKeep are dropped at most
-// once per placeKeep, so the map holds the sessions that left with a ticket
-// within about the last two placeKeeps.
+// place and is not kept. keep drops the entries older than placeKeep, at
+// most once per placeKeep, and take drops the one it finds: entries past
+// placeKeep stay only until the next session leaves with a ticket.
 func (p *places) keep(k ctxstore.Key, t backpressure.Ticket, now time.Time) {
 	if t == 0 {
 		return

@@ -150,3 +150,32 @@ func TestPlaceMovesOnTakeover(t *testing.T) {
 		t.Errorf("session taken over holds ticket %d with %d kept, want 1 with 0", got, held)
 	}
 }
+
+// TestEndedSessionGivesUpItsPlace: a session that ends while waiting its
+// turn keeps no ticket, and a hello for its id opens a new session at the
+// back of the line.
+func TestEndedSessionGivesUpItsPlace(t *testing.T) {
+	e := placeEnv(t)
+	s := e.srv
+	c, h := e.hello(t, "")
+	shedOnce(t, s, c)
+	c.send(clientFrame{Type: typeEnd, ID: "m2"})
+	if f := c.read(); f.Type != typeState || f.State != "END" {
+		t.Fatalf("after end, got %+v, want state END", f)
+	}
+	c.closeStatus()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.liveSessions() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("session still live after it ended")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, held := sessionTicket(s, ctxstore.Key{}); held != 0 {
+		t.Errorf("%d tickets kept after the session ended, want 0", held)
+	}
+	_, h2 := e.hello(t, "session="+h.Session)
+	if got, held := sessionTicket(s, ctxstore.Key{Tenant: "default", ID: h2.Session}); h2.Resumed || got != 0 || held != 0 {
+		t.Errorf("hello after END: resumed %v, ticket %d with %d kept; want a new session with ticket 0 and none kept", h2.Resumed, got, held)
+	}
+}

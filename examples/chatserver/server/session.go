@@ -112,10 +112,13 @@ type session struct {
 	// sinceRead counts the turns appended since rec was read from the
 	// store: what a merge must carry over into a newer record.
 	sinceRead int
-	req       modelReq            // the turn in flight
-	ticket    backpressure.Ticket // place in the server's wait line
-	ended     bool                // the dialogue reached END
-	over      bool                // finish has run
+	req       modelReq // the turn in flight
+	// ticket is the session's place in the server's wait line. attach
+	// sets it before the worker runs, and reads an old session's once
+	// that is stored; so does detach.
+	ticket backpressure.Ticket
+	ended  bool // the dialogue reached END
+	over   bool // finish has run
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -214,8 +217,6 @@ func (s *Server) open(ctx context.Context, conn *websocket.Conn, tenant, id stri
 		if !resumed {
 			// A new session, under a new id: let go of id, and start
 			// afresh with a session that no takeover or drain has seen.
-			// A place in the wait line was the old session's.
-			ss.ticket = 0
 			s.abandon(ss)
 			ss = s.newSession(conn)
 		}
@@ -264,8 +265,10 @@ func (s *Server) newSession(conn *websocket.Conn) *session {
 
 // abandon unregisters a session that open registered but will not serve.
 // It never ran, so it has nothing to store: it is stored at once, which
-// lets a takeover waiting for it go ahead.
+// lets a takeover waiting for it go ahead. A place in the wait line that
+// attach handed it is given up: the connection did not resume the session.
 func (s *Server) abandon(ss *session) {
+	ss.ticket = 0
 	close(ss.stored)
 	s.detach(ss)
 }
