@@ -76,8 +76,9 @@ func shedOnce(t *testing.T, s *Server, c *client) {
 	}
 }
 
-// sessionTicket returns the ticket of the live session k, set when it
-// attached (its worker has admitted nothing since).
+// sessionTicket returns the ticket of the live session k (zero if none is
+// live), set when it attached (its worker has admitted nothing since), and
+// how many tickets the server keeps for sessions that left.
 func sessionTicket(s *Server, k ctxstore.Key) (backpressure.Ticket, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -97,19 +98,11 @@ func TestPlaceKeptAcrossReconnect(t *testing.T) {
 	key := ctxstore.Key{Tenant: "default", ID: h.Session}
 	shedOnce(t, s, c)
 	c.conn.Close(websocket.StatusNormalClosure, "")
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	waitFor(t, "the session's ticket (1) kept after its connection closed", func() bool {
 		s.mu.Lock()
-		held := s.places.held[key].ticket
-		s.mu.Unlock()
-		if held == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ticket kept for the session that left = %d, want 1", held)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer s.mu.Unlock()
+		return s.places.held[key].ticket == 1
+	})
 	c2, h2 := e.hello(t, "session="+h.Session)
 	if !h2.Resumed {
 		t.Fatalf("hello on reconnect = %+v, want the session resumed", h2)
@@ -124,12 +117,7 @@ func TestPlaceKeptAcrossReconnect(t *testing.T) {
 		t.Fatalf("message once the model is free got %+v, want a reply", f)
 	}
 	c2.conn.Close(websocket.StatusNormalClosure, "")
-	for s.liveSessions() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("session still live after its connection closed")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, "no live session after its connection closed", func() bool { return s.liveSessions() == 0 })
 	if _, held := sessionTicket(s, key); held != 0 {
 		t.Errorf("%d tickets kept after an admitted session left, want 0", held)
 	}
@@ -164,18 +152,24 @@ func TestEndedSessionGivesUpItsPlace(t *testing.T) {
 		t.Fatalf("after end, got %+v, want state END", f)
 	}
 	c.closeStatus()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.liveSessions() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("session still live after it ended")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if _, held := sessionTicket(s, ctxstore.Key{}); held != 0 {
+	waitFor(t, "no live session after it ended", func() bool { return s.liveSessions() == 0 })
+	if _, held := sessionTicket(s, ctxstore.Key{Tenant: "default", ID: h.Session}); held != 0 {
 		t.Errorf("%d tickets kept after the session ended, want 0", held)
 	}
 	_, h2 := e.hello(t, "session="+h.Session)
 	if got, held := sessionTicket(s, ctxstore.Key{Tenant: "default", ID: h2.Session}); h2.Resumed || got != 0 || held != 0 {
 		t.Errorf("hello after END: resumed %v, ticket %d with %d kept; want a new session with ticket 0 and none kept", h2.Resumed, got, held)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s, still not: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
