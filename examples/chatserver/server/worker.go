@@ -327,10 +327,12 @@ func overlap(r *ctxstore.Record, turns []ctxstore.Turn) (k, at int) {
 // window, to p.
 func (ss *session) prompt(p []Message) []Message {
 	if n := len(p) + 1 + ss.rec.Len(); cap(p) < n {
-		// Just the window: a session keeps the buffer for its whole life
-		// (10k sessions, 10k buffers), where append's doubling would leave
-		// up to half of it unused.
-		p = append(make([]Message, 0, n), p...)
+		// A session keeps the buffer for its whole life (10k sessions, 10k
+		// buffers), where append's doubling would leave up to half of it
+		// unused; but a buffer just the window's size was outgrown on
+		// every turn while the window filled. Half as much again grows it
+		// four times on the way to a window of 16 turns.
+		p = append(make([]Message, 0, n+n/2), p...)
 	}
 	p = append(p, Message{Role: string(ctxstore.RoleSystem), Content: ss.rec.System()})
 	for t := range ss.rec.Turns() {
