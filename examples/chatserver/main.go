@@ -111,6 +111,7 @@ func parseFlags(args []string, stderr *os.File) (*options, error) {
 	fs.DurationVar(&o.cfg.Batch.MaxWait, "batch-wait", 2*time.Millisecond, "longest a prompt waits for its batch to fill while a call slot is free")
 	fs.DurationVar(&o.cfg.AdmitTarget, "admit-target", 100*time.Millisecond, "admission: queueing delay a healthy queue may briefly exceed")
 	fs.DurationVar(&o.cfg.AdmitInterval, "admit-interval", 500*time.Millisecond, "admission: how long the delay may stay above target before new messages are shed")
+	fs.DurationVar(&o.cfg.AdmitMaxWait, "admit-max-wait", 0, "admission: a message that would wait longer than this for the model is shed at once (default halfway between -admit-target and -admit-interval)")
 	sessionRate := fs.Float64("session-rate", 5, "messages per second allowed per session")
 	fs.IntVar(&o.cfg.SessionBurst, "session-burst", 10, "burst of messages allowed per session")
 	globalRate := fs.Float64("global-rate", 0, "messages per second admitted across the server (0 = unlimited)")

@@ -430,6 +430,9 @@ func TestOverloadShedsWithRetryAfter(t *testing.T) {
 	e := newEnvWith(t, &ctxstore.Memory{}, gateModel{release}, func(c *Config) {
 		c.Batch.MaxInFlight, c.Batch.MaxSize = 1, 1
 		c.AdmitTarget, c.AdmitInterval = time.Millisecond, interval
+		// The detector's timing, not the backstop's: a model that answers
+		// nothing makes the expected wait grow with the clock.
+		c.AdmitMaxWait = interval
 	})
 	defer close(release)
 	// One message occupies the model; the rest queue behind it. Once the
@@ -519,8 +522,9 @@ func busyServer(t *testing.T, slots, size int, dispatched time.Time, queued int6
 func TestAdmitBackstopRefusesAFlood(t *testing.T) {
 	now := time.Now()
 	// Four slots of ten prompts, calls of 40 ms: the model takes 1000
-	// prompts a second. 300 wait (0.3 s): admitted. Then a flood makes it
-	// 1000 (1 s, over target + interval).
+	// prompts a second. 300 wait (0.3 s, the default AdmitMaxWait halfway
+	// between target and interval): admitted. Then 310 (0.31 s), and a
+	// flood makes it 1000 (1 s): refused.
 	s := busyServer(t, 4, 10, now, 300)
 	s.callTime.Store(int64(40 * time.Millisecond))
 	if got := s.expectedWait(now); got != 300*time.Millisecond {
@@ -528,6 +532,10 @@ func TestAdmitBackstopRefusesAFlood(t *testing.T) {
 	}
 	if err := s.admit("k", new(backpressure.Ticket), now); err != nil {
 		t.Errorf("admit with a 0.3 s queue = %v, want nil (CoDel tolerates it for an interval)", err)
+	}
+	s.queued.Store(310)
+	if err := s.admit("k", new(backpressure.Ticket), now); err == nil {
+		t.Error("admit with a 0.31 s queue = nil, want overloaded (over AdmitMaxWait)")
 	}
 	s.queued.Store(1000)
 	err := s.admit("k", new(backpressure.Ticket), now)

@@ -455,9 +455,10 @@ var logTurnPC atomic.Uintptr
 // The gate's CoDel detector is fed the queueing delay for shared capacity
 // that a message admitted now should expect (see expectedWait), and sheds
 // while that delay has stood above target for an interval. CoDel lets a
-// burst through for up to an interval, by design; when a flood of retries
-// would queue longer than target plus interval, admit refuses at once (a
-// backstop), so that served turns never wait much longer than that.
+// burst through for up to an interval, by design; when a message would
+// wait longer than AdmitMaxWait, as under a flood of retries, admit
+// refuses it at once (a backstop), so that served turns never wait much
+// longer than that.
 //
 // Sessions shed for overload wait their turn in a line (backpressure.Line):
 // while some wait, a message of another session goes to the back, unless
@@ -469,7 +470,7 @@ var logTurnPC atomic.Uintptr
 // the server's load.
 func (s *Server) admit(key string, ticket *backpressure.Ticket, now time.Time) error {
 	wait := s.expectedWait(now)
-	if wait > s.cfg.AdmitInterval {
+	if wait > s.cfg.AdmitMaxWait {
 		return s.shedOverloaded("the model queue is too long", s.cfg.AdmitInterval, s.line.Refused(ticket, now))
 	}
 	if ok, eta := s.line.Pass(ticket, wait, now); !ok {
