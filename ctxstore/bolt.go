@@ -30,14 +30,12 @@ type Bolt struct {
 	db *bolt.DB
 
 	// mu makes Writes take turns (bbolt runs one write transaction at a
-	// time anyway), so that they can reuse one buffer for their keys and
-	// values: bbolt holds on to what Put is given until the transaction
-	// commits, and a fresh copy per record was a quarter of what a chat
-	// server's store allocated.
-	mu    sync.Mutex
-	buf   []byte
-	order []int
-	keys  [][]byte
+	// time anyway), so that they can reuse one buffer, buf, for their keys
+	// and values: bbolt holds on to what Put is given until the
+	// transaction commits, and a fresh copy of each was 45 of the 478 MB
+	// a chat server allocated in 10 s of a load run (heap profile).
+	mu  sync.Mutex
+	buf []byte
 }
 
 // maxKeptBuffer is the largest Write buffer a Bolt keeps for the next
@@ -154,15 +152,14 @@ func (b *Bolt) Write(ctx context.Context, ws []Write) error {
 	if cap(buf) < size {
 		buf = make([]byte, 0, size)
 	}
-	order, keys := b.order[:0], b.keys[:0]
+	order := make([]int, len(ws))
+	keys := make([][]byte, len(ws))
 	for i := range ws {
 		n := len(buf)
 		buf = appendKey(buf, ws[i].Key)
-		order, keys = append(order, i), append(keys, buf[n:len(buf):len(buf)])
+		order[i], keys[i] = i, buf[n:len(buf):len(buf)]
 	}
 	defer func() {
-		clear(keys)
-		b.order, b.keys = order[:0], keys[:0]
 		if cap(buf) <= maxKeptBuffer {
 			b.buf = buf[:0]
 		} else {
